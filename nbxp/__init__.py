@@ -1,0 +1,13 @@
+"""nbxp: far-field diffraction images of nanocrystals, a drop-in replacement for nanoBragg.
+
+>>> import nbxp, numpy
+>>> cfg = nbxp.config_from_args("-cell 100 100 100 90 90 90 -default_F 100 -N 5 -detpixels 64".split())
+>>> img = nbxp.simulate(cfg, xp=numpy)          # (64, 64) photons per pixel
+"""
+
+from .api import config_from_args, simulate
+from .config import BeamConfig, CrystalConfig, DetectorConfig, HKLGrid, SimConfig
+
+__version__ = "0.1.0"
+__all__ = ["simulate", "config_from_args", "SimConfig", "DetectorConfig", "BeamConfig", "CrystalConfig",
+           "HKLGrid", "__version__"]

@@ -1,0 +1,65 @@
+"""Library entry points: :func:`simulate` and :func:`config_from_args`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from array_api_compat import array_namespace, is_array_api_obj
+
+from .config import SimConfig
+from .engine import render
+from .experiment import build_experiment
+
+
+def resolve_namespace(xp=None):
+    """An array-API namespace from ``xp``: None or the numpy module -> NumPy (through
+    array-api-compat), the cupy module -> CuPy, any array-API namespace as it is."""
+    if xp is None:
+        xp = np
+    name = getattr(xp, "__name__", "")
+    if name == "numpy":
+        import array_api_compat.numpy as xnp
+        return xnp
+    if name == "cupy":
+        import array_api_compat.cupy as xcp
+        return xcp
+    if is_array_api_obj(xp):  # an array was passed: use its namespace
+        return array_namespace(xp)
+    return xp
+
+
+def resolve_dtype(xp, dtype=None):
+    if dtype is None:
+        return xp.float64
+    if isinstance(dtype, str):
+        return getattr(xp, dtype)
+    if dtype in (np.float64, np.dtype("float64"), float):
+        return xp.float64
+    if dtype in (np.float32, np.dtype("float32")):
+        return xp.float32
+    return dtype
+
+
+def simulate(config: SimConfig, *, xp=None, dtype=None, experiment_out: list | None = None):
+    """The float image (photons per pixel) of ``config``, shape (spixels, fpixels).
+
+    ``xp``: ``numpy`` (default), ``cupy`` or any array-API namespace; the image is an array of
+    that namespace (on the device for CuPy).  ``dtype``: float64 (default) or float32.
+    ``experiment_out``: if a list is given, the resolved :class:`Experiment` is appended.
+    """
+    ns = resolve_namespace(xp)
+    dt = resolve_dtype(ns, dtype)
+    exp = build_experiment(config, xp=ns, dtype=dt)
+    img, _ = render(exp)
+    if experiment_out is not None:
+        experiment_out.append(exp)
+    return img
+
+
+def config_from_args(args: Sequence[str]) -> SimConfig:
+    """A :class:`SimConfig` from a nanoBragg argument list (files are read relative to the
+    current directory), e.g. ``config_from_args(["-cell", "100", "100", "100", "90", "90",
+    "90", "-default_F", "100", "-N", "5"])``."""
+    from .flags import parse_args
+    return parse_args(list(args)).config

@@ -1,0 +1,215 @@
+"""Crystal: unit cell, orientation, size, phi rotation and mosaic domains.
+
+The real-space cell vectors a, b, c (m) define fractional Miller indices of a scattering
+vector S (1/m) as h = a.S, k = b.S, l = c.S.  Orientation comes from a MOSFLM A matrix or
+from a cell placed in nanoBragg's standard setting (a* along x, b* in the xy plane), then
+rotated by the misset angles.  Each rendered orientation is a phi step about the spindle
+(fresh rotation at every step, see docs) followed by a mosaic-domain rotation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import rng
+from .config import CrystalConfig
+from .vectors import cross, dot, norm, rotate_axis, rotate_xyz
+
+_TINY = np.finfo(float).tiny
+
+
+@dataclass
+class CellVectors:
+    """Real-space (A) and reciprocal-space (1/A) cell vectors in the lab frame, rows a, b, c."""
+
+    real: np.ndarray  # (3, 3) Angstrom
+    reciprocal: np.ndarray  # (3, 3) 1/Angstrom
+    volume: float  # A^3
+
+
+def _clamp(s: float, c: float) -> float:
+    s = min(max(s, -1.0), 1.0)
+    if c * c > 1.0:
+        c = 1.0
+    return math.atan2(s, c)
+
+
+def standard_setting(cell, notes: list) -> tuple[np.ndarray, float, tuple[float, float, float]]:
+    """Reciprocal vectors (rows, 1/A) of a cell (a, b, c in A; angles in rad) in nanoBragg's
+    standard orientation, with the cell volume (A^3) and the edge lengths after defaults."""
+    a, b, c, al, be, ga = (list(cell) + [0.0] * 6)[:6]
+    b = a if b <= 0 else b
+    c = a if c <= 0 else c
+    al = math.pi / 2 if al <= 0 else al
+    be = math.pi / 2 if be <= 0 else be
+    ga = math.pi / 2 if ga <= 0 else ga
+    aavg = (al + be + ga) / 2
+    skew = abs(math.sin(aavg) * math.sin(aavg - al) * math.sin(aavg - be) * math.sin(aavg - ga))
+    V = 2.0 * a * b * c * math.sqrt(skew)
+    if V <= 0:
+        notes.append(f"WARNING: impossible unit cell volume: {V:g}")
+        V = _TINY
+    Vs = 1.0 / V
+    ast, bst, cst = b * c * math.sin(al) * Vs, c * a * math.sin(be) * Vs, a * b * math.sin(ga) * Vs
+    if ast <= 0 or bst <= 0 or cst <= 0:
+        notes.append(f"WARNING: impossible reciprocal cell lengths: {ast:g} {bst:g} {cst:g}")
+        ast, bst, cst = (abs(x) or _TINY for x in (ast, bst, cst))
+    sin_gs = c * Vs / ast / bst
+    cos_as = (math.cos(be) * math.cos(ga) - math.cos(al)) / (math.sin(be) * math.sin(ga))
+    cos_bs = (math.cos(ga) * math.cos(al) - math.cos(be)) / (math.sin(ga) * math.sin(al))
+    cos_gs = (math.cos(al) * math.cos(be) - math.cos(ga)) / (math.sin(al) * math.sin(be))
+    sin_gs = min(max(sin_gs, -1.0), 1.0)
+    cos_as = 1.0 if cos_as * cos_as > 1 else cos_as
+    cos_bs = 1.0 if cos_bs * cos_bs > 1 else cos_bs
+    cos_gs = 1.0 if cos_gs * cos_gs > 1 else cos_gs
+    recip = np.array([
+        [ast, 0.0, 0.0],
+        [bst * cos_gs, bst * sin_gs, 0.0],
+        [cst * cos_bs, cst * (cos_as - cos_bs * cos_gs) / sin_gs, cst * V / (a * b * c * sin_gs)],
+    ])
+    return recip, V, (a, b, c)
+
+
+def cell_vectors(cfg: CrystalConfig, wavelength: float, notes: list, *, xp) -> CellVectors:
+    """Lab-frame cell vectors from ``-cell`` or ``-mat``, after the misset rotation.
+
+    Follows nanoBragg: reciprocal vectors are built (or read, dividing the A matrix by the
+    wavelength in A), rotated by the misset, turned into real-space vectors through cross
+    products (forcing the user's edge lengths when a cell was given), and then the reciprocal
+    vectors are regenerated from the real ones.
+    """
+    user_cell = cfg.cell is not None
+    recip = np.zeros((3, 3))
+    if user_cell:
+        cell_A = (cfg.cell[0] * 1e10, cfg.cell[1] * 1e10, cfg.cell[2] * 1e10, *cfg.cell[3:6])
+        recip, V_user, lengths = standard_setting(cell_A, notes)
+    if cfg.amat is not None:
+        # A-matrix rows hold x, y, z components of a*, b*, c* times lambda (in A)
+        recip = np.asarray(cfg.amat, dtype=float).T * (1e-10 / wavelength)
+    r = xp.asarray(recip, dtype=xp.float64)
+    if isinstance(cfg.misset, tuple):
+        r = rotate_xyz(r, *cfg.misset, xp=xp)
+    ast, bst, cst = r[0, :], r[1, :], r[2, :]
+    axb, bxc, cxa = cross(ast, bst, xp=xp), cross(bst, cst, xp=xp), cross(cst, ast, xp=xp)
+    V_star = float(dot(ast, bxc, xp=xp))
+    if user_cell:
+        # force |b* x c*| = a / V etc. so the user's cell edges are exact
+        a_len, b_len, c_len = lengths
+        rescale = lambda v, m: v * (m / (float(norm(v, xp=xp)) or 1.0))  # noqa: E731
+        bxc, cxa, axb = rescale(bxc, a_len / V_user), rescale(cxa, b_len / V_user), rescale(axb, c_len / V_user)
+        V_star = 1.0 / V_user
+    V_cell = 1.0 / V_star
+    a, b, c = bxc * V_cell, cxa * V_cell, axb * V_cell
+    real = xp.stack([a, b, c])
+    recip = xp.stack([cross(b, c, xp=xp), cross(c, a, xp=xp), cross(a, b, xp=xp)]) * V_star
+    return CellVectors(real=real, reciprocal=recip, volume=V_cell)
+
+
+def cell_parameters(vecs: CellVectors, *, xp) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(a, b, c, alpha, beta, gamma) in A and degrees, for the cell and its reciprocal."""
+    def params(v, other, vol_factor):
+        lens = [float(norm(v[i, :], xp=xp)) for i in range(3)]
+        olens = [float(norm(other[i, :], xp=xp)) for i in range(3)]
+        ang = []
+        for i, (j, k) in enumerate(((1, 2), (0, 2), (0, 1))):
+            s = olens[i] * vol_factor / lens[j] / lens[k]
+            c = float(dot(v[j, :], v[k, :], xp=xp)) / lens[j] / lens[k]
+            ang.append(math.degrees(_clamp(s, c)))
+        return tuple(lens) + tuple(ang)
+    return params(vecs.real, vecs.reciprocal, vecs.volume), params(vecs.reciprocal, vecs.real, 1.0 / vecs.volume)
+
+
+def crystal_size(cfg: CrystalConfig, real_A, *, xp) -> tuple[float, float, float]:
+    """Na, Nb, Nc: from the crystal sizes when given (rounded up), at least 1."""
+    N = [cfg.Na, cfg.Nb, cfg.Nc]
+    for i, size in enumerate((cfg.size_a, cfg.size_b, cfg.size_c)):
+        if size > 0:
+            N[i] = float(math.ceil(size / (float(norm(real_A[i, :], xp=xp)) * 1e-10)))
+        if N[i] <= 1.0:
+            N[i] = 1.0
+    return tuple(N)
+
+
+@dataclass
+class RotationSampling:
+    """Spindle and mosaic sampling after nanoBragg's automatic choices (radians)."""
+
+    phi0: float
+    phistep: float
+    phisteps: int
+    osc: float
+    mosaic_spread: float
+    mosaic_domains: int
+
+    @property
+    def phis(self) -> list[float]:
+        return [self.phi0 + self.phistep * i for i in range(self.phisteps)]
+
+
+def rotation_sampling(cfg: CrystalConfig, notes: list) -> RotationSampling:
+    """Choose phi steps and mosaic domains from whatever the user gave, as nanoBragg does."""
+    osc = -1.0 if cfg.osc is None else cfg.osc
+    phistep = -1.0 if cfg.phistep is None else cfg.phistep
+    phisteps = -1 if cfg.phisteps is None else cfg.phisteps
+    if phisteps < 0:
+        if osc < 0.0:
+            if phistep <= 0.0:
+                phisteps, osc, phistep = 1, 0.0, 0.0
+            else:
+                osc, phisteps = phistep, 2
+        elif phistep <= 0.0:
+            phisteps, phistep = 2, osc / 2.0
+        else:
+            phisteps = math.ceil(osc / phistep)
+    else:
+        if phisteps == 0:
+            phisteps = 1
+        if osc < 0.0:
+            if phistep <= 0.0:
+                osc = math.radians(1.0)
+                phistep = osc / phisteps
+            else:
+                osc, phisteps = phistep, 2
+        elif phistep < 0.0:
+            phistep = osc / phisteps
+
+    spread = -1.0 if cfg.mosaic_spread is None else cfg.mosaic_spread
+    domains = -1 if cfg.mosaic_domains is None else cfg.mosaic_domains
+    if domains <= 0:
+        if spread < 0.0:
+            domains, spread = 1, 0.0
+        elif spread == 0.0:
+            domains = 1
+        else:
+            notes.append("WARNING: finite mosaicity with only one domain! upping to 10 mosaic domains")
+            domains = 10
+    elif spread < 0.0:
+        notes.append("WARNING: no mosaic spread specified.  setting mosaic_domains = 1")
+        spread, domains = 0.0, 1
+    elif spread == 0.0:
+        notes.append("WARNING: zero mosaic spread specified.  setting mosaic_domains = 1")
+        domains = 1
+    return RotationSampling(cfg.phi0, phistep, phisteps, osc, spread, domains)
+
+
+def orientations(real_m, spindle, sampling: RotationSampling, seed: int, *, xp, dtype):
+    """Cell vectors (m) for every (phi step, mosaic domain), shape (phisteps*domains, 3, 3).
+
+    Rows are a, b, c; the flattened order is phi-major then domain, nanoBragg's loop order.
+    Each phi step rotates the unrotated cell afresh about the spindle axis; the mosaic
+    rotation is applied after it.
+    """
+    phis = xp.asarray(sampling.phis, dtype=dtype)  # (P,)
+    v = xp.asarray(real_m, dtype=dtype)  # (3, 3)
+    rotated = rotate_axis(v[None, :, :], spindle, phis[:, None], xp=xp)  # (P, 3, 3)
+    if sampling.mosaic_spread > 0.0:
+        U = xp.asarray(rng.mosaic_domains(sampling.mosaic_spread, sampling.mosaic_domains, -seed), dtype=dtype)
+        # a_m = U_m a_p  ->  rows: (P,1,3,3) @ (1,M,3,3)^T
+        rotated = xp.matmul(rotated[:, None, :, :], xp.permute_dims(U, (0, 2, 1))[None, :, :, :])
+        rotated = xp.reshape(rotated, (-1, 3, 3))
+    else:
+        rotated = xp.reshape(xp.broadcast_to(rotated[:, None, :, :], (rotated.shape[0], sampling.mosaic_domains, 3, 3)), (-1, 3, 3))
+    return rotated

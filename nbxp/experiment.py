@@ -1,0 +1,161 @@
+"""From settings to a fully determined experiment.
+
+:func:`build_experiment` makes every choice nanoBragg makes automatically (beam centre and
+pivot from the convention, step counts, oversampling, interpolation, crystal size, mosaic
+domains) and builds the arrays the engine needs in the requested namespace: detector frame,
+sources, crystal orientations and the structure-factor grid.  It also returns the lines
+nanoBragg would print about those choices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import crystal as xtal
+from .config import AVOGADRO, R_E_SQR, SimConfig
+from .geometry import DetectorGeometry, build_detector, convention_axes
+from .physics import StructureFactors
+from .sources import auto_steps, build_sources
+
+WATER_F = 2.57
+WATER_MW = 18.0
+
+
+@dataclass
+class Experiment:
+    """Everything the engine needs, in one namespace and dtype (SI units)."""
+
+    geom: DetectorGeometry
+    incident: object  # (S, 3) unit vectors along the beam
+    lambdas: object  # (S,) m
+    orient: object  # (Nrot, 3, 3) cell vectors a, b, c (m) per phi step and domain
+    recip: object  # (3, 3) reciprocal cell (1/A), for spot shapes
+    N: tuple[float, float, float]
+    shape: str
+    fudge: float
+    F: StructureFactors
+    interpolate: bool
+    polar_axis: object
+    kahn: float
+    nopolar: bool
+    oversample: int
+    oversample_omega: bool
+    oversample_polar: bool
+    oversample_thick: bool
+    thicksteps: int
+    thickstep: float
+    thickness: float
+    mu: float
+    dmin: float
+    fluence: float
+    I_bg: float
+    steps: int
+    roi: tuple[int, int, int, int]
+    mask: object  # host bool array (spixels, fpixels) of pixels to simulate, or None
+    sampling: xtal.RotationSampling
+    wavelength: float
+    source_table: np.ndarray
+    cell_params: tuple
+    notes: list = field(default_factory=list)
+    xp: object = None
+    dtype: object = None
+
+    @property
+    def shape2d(self) -> tuple[int, int]:
+        return (self.geom.spixels, self.geom.fpixels)
+
+
+def auto_interpolate(cfg: SimConfig, notes: list) -> bool:
+    """nanoBragg's default: interpolate F when the crystal is at most 2 cells along an axis
+    (decided from -N/-Na/-Nb/-Nc before crystal sizes are applied, as nanoBragg does)."""
+    if cfg.interpolate is not None:
+        return bool(cfg.interpolate)
+    c = cfg.crystal
+    if c.Na <= 2 or c.Nb <= 2 or c.Nc <= 2:
+        notes.append("auto-selected tricubic interpolation of structure factors")
+        return True
+    notes.append("auto-selected no interpolation")
+    return False
+
+
+def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
+    notes: list[str] = []
+    det, beam, cr = cfg.detector, cfg.beam, cfg.crystal
+    if cr.cell is None and cr.amat is None:
+        raise ValueError("the crystal needs a unit cell (-cell) or an A matrix (-mat)")
+    axes = convention_axes(det.convention, {
+        "beam": beam.beam_vector, "fdet": det.fdet_vector, "sdet": det.sdet_vector,
+        "odet": det.odet_vector, "twotheta_axis": det.twotheta_axis,
+        "polar": beam.polar_vector, "spindle": cr.spindle_axis,
+    })
+    geom = build_detector(det, axes, xp=xp, dtype=dtype, notes=notes)
+    unit = lambda v: v / (np.linalg.norm(v) or 1.0)  # noqa: E731
+    beam_u, polar_u, spindle_u = unit(axes["beam"]), unit(axes["polar"]), unit(axes["spindle"])
+    interpolate = auto_interpolate(cfg, notes)
+
+    vecs = xtal.cell_vectors(cr, beam.wavelength, notes, xp=xp)
+    cell_params = xtal.cell_parameters(vecs, xp=xp)
+    N = xtal.crystal_size(cr, vecs.real, xp=xp)
+
+    # oversampling: enough sub-pixels to resolve the crystal's transform across a pixel
+    size_max = max(float(xtal.norm(vecs.real[i, :], xp=xp)) * 1e-10 * N[i] for i in range(3))
+    recip_pixel = beam.wavelength * geom.distance / geom.pixel_size
+    recommended = math.ceil(3.0 * size_max / recip_pixel)
+    recommended = max(recommended, 1)
+    oversample = cfg.oversample if cfg.oversample is not None and cfg.oversample > 0 else 0
+    if oversample <= 0:
+        oversample = recommended
+        notes.append(f"auto-selected {oversample}-fold oversampling")
+    if oversample < recommended:
+        notes.append(f"WARNING: maximum dimension of sample is {size_max * 1e10:g} A\n"
+                     f"         but reciprocal pixel size is {recip_pixel * 1e10:g} A\n"
+                     "         intensity may vary significantly across a pixel!\n"
+                     f"         recommend -oversample {recommended} to work around this")
+
+    # structure factors
+    grid = cfg.hkl
+    if grid is None or grid.count == 0:
+        interpolate = False
+        Fs = StructureFactors(xp.zeros((1,), dtype=dtype), (1, 1, 1), (0, 0, 0), 0, cfg.default_F, xp=xp)
+    else:
+        Fs = StructureFactors(xp.asarray(np.ascontiguousarray(grid.F).reshape(-1), dtype=dtype),
+                              grid.F.shape, (grid.h_min, grid.k_min, grid.l_min), grid.count,
+                              cfg.default_F, xp=xp)
+
+    # sensor layers
+    thick, step, steps_t = auto_steps(det.thickness, det.thickstep, det.thicksteps, thick_style=True) \
+        if det.thickness >= 0 else (0.0, 0.0, 1)
+    mu = -1.0 if det.mu is None else det.mu
+    if det.thickness > 0.0 and mu < 0.0:
+        mu = 1.0 / det.thickness
+        notes.append(f"WARNING: setting detector attenuation depth to {mu:g} m")
+
+    sampling = xtal.rotation_sampling(cr, notes)
+    spindle = xp.asarray(spindle_u, dtype=dtype)
+    orient = xtal.orientations(vecs.real * 1e-10, spindle, sampling, cr.mosaic_seed, xp=xp, dtype=dtype)
+
+    incident, lambdas, table, _ = build_sources(beam, beam_u, polar_u, xp=xp, dtype=dtype)
+    n_src = table.shape[0]
+    steps = n_src * sampling.mosaic_domains * sampling.phisteps * oversample * oversample
+
+    I_bg = WATER_F ** 2 * R_E_SQR * beam.fluence * cfg.water_size ** 3 * 1e6 * AVOGADRO / WATER_MW
+
+    roi = det.roi if det.roi is not None else (0, geom.fpixels, 0, geom.spixels)
+    mask = None
+    if det.mask is not None:
+        mask = np.asarray(det.mask) != 0
+
+    return Experiment(
+        geom=geom, incident=incident, lambdas=lambdas, orient=orient,
+        recip=xp.asarray(vecs.reciprocal, dtype=dtype), N=N, shape=cr.shape, fudge=cr.fudge,
+        F=Fs, interpolate=interpolate, polar_axis=xp.asarray(polar_u, dtype=dtype),
+        kahn=beam.kahn_factor, nopolar=beam.nopolar, oversample=oversample,
+        oversample_omega=cfg.oversample_omega, oversample_polar=cfg.oversample_polar,
+        oversample_thick=cfg.oversample_thick, thicksteps=steps_t, thickstep=step, thickness=thick,
+        mu=mu, dmin=cfg.dmin, fluence=beam.fluence, I_bg=I_bg, steps=steps, roi=roi, mask=mask,
+        sampling=sampling, wavelength=beam.wavelength, source_table=table, cell_params=cell_params,
+        notes=notes, xp=xp, dtype=dtype,
+    )

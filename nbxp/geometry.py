@@ -1,0 +1,224 @@
+"""Detector geometry: conventions, pivots, rotations, and sub-pixel positions.
+
+The detector is a plane spanned by unit vectors ``fdet`` (fast pixel axis) and ``sdet``
+(slow axis) with normal ``odet``; ``pix0`` is the vector (m) from the sample to the corner
+of the first pixel.  A sub-pixel at detector coordinates (Fdet, Sdet) and depth Odet into
+the sensor lies at ``pix0 + Fdet*fdet + Sdet*sdet + Odet*odet``.
+
+Conventions (MOSFLM, XDS, DIALS, ADXV, DENZO, CUSTOM) fix the lab-frame axes and how the
+user's beam centre maps onto (Fbeam, Sbeam).  Rotations are applied about lab x, y, z, then
+about the two-theta axis.  With the BEAM pivot the direct-beam spot stays at (Fbeam, Sbeam)
+after rotation; with the SAMPLE pivot the near point (Fclose, Sclose) at ``close_distance``
+is rotated with the detector.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import DetectorConfig
+from .vectors import cross, dot, rotate_axis, rotate_xyz, unitize
+
+#: lab-frame axes of each named convention:
+#: beam, fdet, sdet, odet, twotheta_axis, polar, spindle
+CONVENTION_AXES = {
+    "ADXV": ((0, 0, 1), (1, 0, 0), (0, -1, 0), (0, 0, 1), (-1, 0, 0), (1, 0, 0), (1, 0, 0)),
+    "MOSFLM": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
+    "DENZO": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
+    "XDS": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0)),
+    "DIALS": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0)),
+    # CUSTOM starts from nanoBragg's built-in defaults; user vectors replace any of them
+    "CUSTOM": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1)),
+}
+_NAMES = ("beam", "fdet", "sdet", "odet", "twotheta_axis", "polar", "spindle")
+
+
+def convention_axes(convention: str, user: dict) -> dict:
+    """The seven lab-frame axes for ``convention``; ``user`` vectors apply to CUSTOM only."""
+    axes = dict(zip(_NAMES, (np.asarray(v, dtype=float) for v in CONVENTION_AXES[convention])))
+    if convention == "CUSTOM":
+        for k, v in user.items():
+            if v is not None:
+                axes[k] = np.asarray(v, dtype=float)
+    return axes
+
+
+def _unit_host(v: np.ndarray) -> tuple[np.ndarray, float]:
+    mag = math.sqrt(float(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
+    return (v / mag if mag != 0 else np.zeros(3)), mag
+
+
+@dataclass
+class DetectorGeometry:
+    """The detector after conventions, pivots and rotations (SI units).
+
+    Vectors (``pix0``, ``fdet``, ``sdet``, ``odet``, ``beam``) are arrays of the engine's
+    namespace; the scalars are host floats used by headers and the printed summary.
+    """
+
+    fpixels: int
+    spixels: int
+    pixel_size: float
+    detsize_f: float
+    detsize_s: float
+    pix0: object
+    fdet: object
+    sdet: object
+    odet: object
+    beam: object
+    distance: float
+    close_distance: float
+    Xbeam: float
+    Ybeam: float
+    Fbeam: float
+    Sbeam: float
+    Xclose: float
+    Yclose: float
+    Fclose: float
+    Sclose: float
+    ORGX: float
+    ORGY: float
+    dials_origin: tuple[float, float, float]
+    pivot: str
+    convention: str
+    twotheta: float
+    curved: bool
+    point_pixel: bool
+
+
+def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -> DetectorGeometry:
+    """Place the detector as nanoBragg does (convention, beam centre, pivot, rotations)."""
+    px = det.pixel_size
+    detsize_f = det.detsize_f if det.detsize_f is not None else px * det.fpixels
+    detsize_s = det.detsize_s if det.detsize_s is not None else px * det.spixels
+    conv = det.convention
+    nan = float("nan")
+    val = lambda v: nan if v is None else float(v)  # noqa: E731
+    Xbeam, Ybeam = val(det.Xbeam), val(det.Ybeam)
+    Xclose, Yclose = val(det.Xclose), val(det.Yclose)
+    Fclose = (det.ORGX - 0.5) * px if det.ORGX is not None else detsize_f / 2.0
+    Sclose = (det.ORGY - 0.5) * px if det.ORGY is not None else detsize_s / 2.0
+    if math.isnan(Xclose):
+        Xclose = Fclose
+    if math.isnan(Yclose):
+        Yclose = Sclose
+    Fbeam, Sbeam = Fclose, Sclose
+    pivot = det.pivot
+    if conv == "ADXV":
+        Xbeam = (detsize_f + px) / 2.0 if math.isnan(Xbeam) else Xbeam
+        Ybeam = (detsize_s - px) / 2.0 if math.isnan(Ybeam) else Ybeam
+        Fbeam, Sbeam, pivot = Xbeam, detsize_s - Ybeam, "BEAM"
+    elif conv in ("MOSFLM", "DENZO"):
+        Xbeam = (detsize_s + px) / 2.0 if math.isnan(Xbeam) else Xbeam
+        Ybeam = (detsize_f + px) / 2.0 if math.isnan(Ybeam) else Ybeam
+        half = 0.5 * px if conv == "MOSFLM" else 0.0
+        Fbeam, Sbeam, pivot = Ybeam + half, Xbeam + half, "BEAM"
+    elif conv in ("XDS", "DIALS"):
+        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
+        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
+        Fbeam, Sbeam, pivot = Xbeam, Ybeam, "SAMPLE"
+    else:  # CUSTOM
+        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
+        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
+        Fbeam, Sbeam = Xbeam, Ybeam
+        Fclose, Sclose = Xbeam, Ybeam
+
+    beam, _ = _unit_host(axes["beam"])
+    fdet, _ = _unit_host(axes["fdet"])
+    sdet, _ = _unit_host(axes["sdet"])
+    odet, omag = _unit_host(axes["odet"])
+    if omag != 1.0:
+        # nanoBragg keeps odet only when it was given exactly unit length
+        notes.append("WARNING: auto-generating odet_vector")
+        odet, _ = _unit_host(np.cross(fdet, sdet))
+    tt_axis = axes["twotheta_axis"]
+
+    A = lambda v: xp.asarray(np.asarray(v, dtype=float), dtype=dtype)  # noqa: E731
+    beam_x, fdet_x, sdet_x, odet_x, tt_x = A(beam), A(fdet), A(sdet), A(odet), A(tt_axis)
+    rx, ry, rz, tt = det.rotx, det.roty, det.rotz, det.twotheta
+
+    # how much longer the beam path is than the detector normal distance
+    ratio = float(dot(beam_x, rotate_xyz(odet_x, rx, ry, rz, xp=xp), xp=xp))
+    if ratio == 0.0:
+        ratio = np.finfo(float).tiny
+    close_distance = det.close_distance
+    if close_distance is None:
+        close_distance = abs(ratio * det.distance)
+
+    pix0 = None
+    if pivot == "SAMPLE":
+        pix0 = -Fclose * fdet_x - Sclose * sdet_x + close_distance * odet_x
+        pix0 = rotate_axis(rotate_xyz(pix0, rx, ry, rz, xp=xp), tt_x, tt, xp=xp)
+    fdet_x = rotate_axis(rotate_xyz(fdet_x, rx, ry, rz, xp=xp), tt_x, tt, xp=xp)
+    sdet_x = rotate_axis(rotate_xyz(sdet_x, rx, ry, rz, xp=xp), tt_x, tt, xp=xp)
+    odet_x = rotate_axis(rotate_xyz(odet_x, rx, ry, rz, xp=xp), tt_x, tt, xp=xp)
+    if pivot == "BEAM":
+        distance = close_distance / ratio
+        pix0 = -Fbeam * fdet_x - Sbeam * sdet_x + distance * beam_x
+
+    # near point and direct-beam spot in the final frame
+    Fclose = -float(dot(pix0, fdet_x, xp=xp))
+    Sclose = -float(dot(pix0, sdet_x, xp=xp))
+    close_distance = float(dot(pix0, odet_x, xp=xp))
+    hit = close_distance / ratio * beam_x - pix0
+    Fbeam = float(dot(fdet_x, hit, xp=xp))
+    Sbeam = float(dot(sdet_x, hit, xp=xp))
+    distance = close_distance / ratio
+    p = [float(c) for c in np.asarray([float(pix0[i]) for i in range(3)])]
+    dials_origin = (1000.0 * p[2], 1000.0 * p[1], -1000.0 * p[0])
+
+    return DetectorGeometry(
+        fpixels=det.fpixels, spixels=det.spixels, pixel_size=px,
+        detsize_f=detsize_f, detsize_s=detsize_s,
+        pix0=pix0, fdet=fdet_x, sdet=sdet_x, odet=odet_x, beam=beam_x,
+        distance=distance, close_distance=close_distance,
+        Xbeam=Xbeam, Ybeam=Ybeam, Fbeam=Fbeam, Sbeam=Sbeam,
+        Xclose=Xclose, Yclose=Yclose, Fclose=Fclose, Sclose=Sclose,
+        ORGX=Fclose / px + 0.5, ORGY=Sclose / px + 0.5, dials_origin=dials_origin,
+        pivot=pivot, convention=conv, twotheta=tt, curved=det.curved, point_pixel=det.point_pixel,
+    )
+
+
+def subpixel_positions(geom: DetectorGeometry, fpix, spix, oversample: int, Odet, *, xp):
+    """Lab positions (m) of every sub-pixel of the given pixels.
+
+    ``fpix``/``spix``: integer arrays (P,); ``Odet``: depths into the sensor (m), array (T,).
+    Returns an array (P, T, oversample, oversample, 3) ordered as nanoBragg visits them
+    (thickness layer, sub-pixel slow, sub-pixel fast), plus the (Fdet, Sdet) of the last
+    sub-pixel of each pixel (used for nanoBragg's ``max_I`` position).
+    """
+    dtype = geom.fdet.dtype
+    sub = geom.pixel_size / oversample
+    o = xp.arange(oversample, dtype=dtype)
+    F = sub * (xp.astype(fpix, dtype)[:, None] * oversample + o[None, :]) + sub / 2.0  # (P,O)
+    S = sub * (xp.astype(spix, dtype)[:, None] * oversample + o[None, :]) + sub / 2.0  # (P,O)
+    pos = (F[:, None, None, :, None] * geom.fdet + S[:, None, :, None, None] * geom.sdet
+           + Odet[None, :, None, None, None] * geom.odet + geom.pix0)
+    if geom.curved:
+        # nanoBragg's curved detector: every pixel at `distance`, with the flat position's
+        # lab y and z taken as arc lengths about sdet and fdet
+        d = geom.distance
+        r0 = d * geom.beam
+        pos = rotate_axis(rotate_axis(r0, geom.sdet, pos[..., 1] / d, xp=xp),
+                          geom.fdet, pos[..., 2] / d, xp=xp)
+    return pos, F[:, -1], S[:, -1]
+
+
+def solid_angle(airpath, pixel_size: float, close_distance: float, point_pixel: bool, *, xp):
+    """Solid angle (sr) of a pixel seen at ``airpath`` metres: (pixel/R)^2 * (close/R),
+    or 1/R^2 for a point pixel, as nanoBragg computes it."""
+    if point_pixel:
+        return 1.0 / (airpath * airpath)
+    return pixel_size * pixel_size / (airpath * airpath) * close_distance / airpath
+
+
+def capture_fraction(diffracted, odet, layer, thickstep: float, mu: float, *, xp):
+    """Fraction of photons absorbed in sensor layer ``layer`` (0-based, array broadcasting)
+    for rays along ``diffracted``: exp(-t*mu/cos) - exp(-(t+1)*mu/cos) with t the layer's
+    front depth in units of ``thickstep``."""
+    parallax = dot(diffracted, odet, xp=xp)
+    return (xp.exp(-layer * thickstep * mu / parallax)
+            - xp.exp(-(layer + 1) * thickstep * mu / parallax))

@@ -1,0 +1,109 @@
+"""nanoBragg's random numbers, reproduced bit for bit on the host.
+
+nanoBragg draws mosaic-domain orientations (and, for noise images, Poisson deviates) from the
+"minimal standard" multiplicative congruential generator of Park and Miller (multiplier 16807,
+modulus 2**31 - 1) with a 32-entry Bays-Durham shuffle table, returning single-precision
+uniform deviates (Numerical Recipes' ``ran1``).  The same seed must give the same mosaic
+matrices as nanoBragg, or mosaic images differ, so this module mirrors the integer recurrence
+and every float32 rounding of the reference.  It is host-side Python: the sequences are short
+(three deviates per mosaic domain) and inherently serial.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_IA = 16807
+_IM = 2147483647
+_AM = 1.0 / _IM
+_IQ = 127773
+_IR = 2836
+_NTAB = 32
+_NDIV = 1 + (_IM - 1) // _NTAB
+_RNMX = 1.0 - 1.2e-7
+
+
+def _c_div(a: int, b: int) -> int:
+    """Integer division truncating toward zero, as C's ``/`` on longs."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+class Ran1:
+    """Uniform deviates in (0, 1) as float32, identical to nanoBragg's ``ran1``.
+
+    ``seed`` follows nanoBragg's convention: the generator is (re)initialised when the
+    state is <= 0, so nanoBragg passes ``-abs(seed)``; ``Ran1(-12345678)`` reproduces its
+    default mosaic sequence.
+    """
+
+    def __init__(self, seed: int):
+        self.idum = int(seed)
+        self.iy = 0
+        self.iv = [0] * _NTAB
+
+    def _step(self) -> None:
+        k = _c_div(self.idum, _IQ)
+        self.idum = _IA * (self.idum - k * _IQ) - _IR * k
+        if self.idum < 0:
+            self.idum += _IM
+
+    def __call__(self) -> float:
+        if self.idum <= 0 or not self.iy:
+            self.idum = 1 if -self.idum < 1 else -self.idum
+            for j in range(_NTAB + 7, -1, -1):
+                self._step()
+                if j < _NTAB:
+                    self.iv[j] = self.idum
+            self.iy = self.iv[0]
+        self._step()
+        j = self.iy // _NDIV
+        self.iy = self.iv[j]
+        self.iv[j] = self.idum
+        temp = float(np.float32(_AM * self.iy))
+        return float(np.float32(_RNMX)) if temp > _RNMX else temp
+
+
+def mosaic_rotation_umat(mosaicity: float, rng: Ran1) -> np.ndarray:
+    """A random rotation within a spherical cap of angular diameter ``mosaicity`` (radians).
+
+    Returns the 3x3 rotation matrix (row-major, applied as ``R @ v``) that nanoBragg's
+    ``mosaic_rotation_umat`` builds: an axis uniform on the sphere and an angle
+    ``mosaicity * (1 - r**2)**(1/3)`` (evaluated in single precision, as the reference does),
+    turned into a matrix by Rodrigues' formula.
+    """
+    r1 = 2.0 * rng() - 1.0
+    r2 = 2.0 * rng() - 1.0
+    r3 = 2.0 * rng() - 1.0
+    xyrad = math.sqrt(1.0 - r2 * r2)
+    # the reference passes the spread as float and uses powf: round exactly as it does
+    with np.errstate(all="ignore"):
+        rot = float(np.float32(np.float32(mosaicity)
+                               * np.power(np.float32(1.0 - r3 * r3), np.float32(1.0 / 3.0))))
+    v1 = xyrad * math.sin(math.pi * r1)
+    v2 = xyrad * math.cos(math.pi * r1)
+    v3 = r2
+    c = math.cos(rot)
+    t = 1.0 - c
+    s = math.sin(rot)
+    return np.array([
+        [c + t * v1 * v1, t * v1 * v2 - s * v3, t * v1 * v3 + s * v2],
+        [t * v1 * v2 + s * v3, c + t * v2 * v2, t * v2 * v3 - s * v1],
+        [t * v1 * v3 - s * v2, t * v2 * v3 + s * v1, c + t * v3 * v3],
+    ])
+
+
+def mosaic_domains(spread: float, count: int, seed: int) -> np.ndarray:
+    """The ``count`` domain rotations nanoBragg renders, shape (count, 3, 3).
+
+    Domain 0 is forced to the identity (after its random numbers are drawn, as in the
+    reference), so a mosaic crystal always contains one unrotated domain.
+    """
+    rng = Ran1(seed)
+    umats = np.empty((max(count, 1), 3, 3))
+    for i in range(count):
+        umats[i] = mosaic_rotation_umat(spread, rng)
+    umats[0] = np.eye(3)
+    return umats
