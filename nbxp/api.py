@@ -57,9 +57,9 @@ def simulate(config: SimConfig, *, xp=None, dtype=None, experiment_out: list | N
     return img
 
 
-def config_from_args(args: Sequence[str]) -> SimConfig:
-    """A :class:`SimConfig` from a nanoBragg argument list (files are read relative to the
-    current directory), e.g. ``config_from_args(["-cell", "100", "100", "100", "90", "90",
-    "90", "-default_F", "100", "-N", "5"])``."""
+def config_from_args(args: Sequence[str], cwd: str = ".") -> SimConfig:
+    """A :class:`SimConfig` from a nanoBragg argument list , e.g. ``config_from_args(["-cell", "100", "100", "100", "90", "90",
+    "90", "-default_F", "100", "-N", "5"])``.  Files named in ``args`` are read relative to
+    ``cwd``."""
     from .flags import parse_args
-    return parse_args(list(args)).config
+    return parse_args(list(args), cwd=cwd).config

@@ -167,6 +167,9 @@ class SimConfig:
     #: tricubic interpolation of F: None = nanoBragg's automatic choice
     interpolate: Optional[bool] = None
     dmin: float = 0.0
+    #: seed of the noise image (nanoBragg: -seed, default from the clock); also the
+    #: default seed of '-misset random'
+    seed: int = 0
     #: water-droplet background size (m)
     water_size: float = 0.0
     oversample: Optional[int] = None

@@ -73,8 +73,33 @@ def standard_setting(cell, notes: list) -> tuple[np.ndarray, float, tuple[float,
     return recip, V, (a, b, c)
 
 
-def cell_vectors(cfg: CrystalConfig, wavelength: float, notes: list, *, xp) -> CellVectors:
-    """Lab-frame cell vectors from ``-cell`` or ``-mat``, after the misset rotation.
+def random_misset(seed: int) -> tuple[float, float, float]:
+    """Misset angles (rad, about x then y then z) of a rotation drawn uniformly from SO(3).
+
+    A uniform unit quaternion (Shoemake 1992) from three of nanoBragg's uniform deviates,
+    seeded like nanoBragg (``-misset_seed``, else the noise seed), decomposed as
+    R = Rz(rz) Ry(ry) Rx(rx).  nanoBragg's own '-misset random' is defective (a 90-radian
+    cap), so no parity is claimed; the angles are printed so a run can be repeated.
+    """
+    gen = rng.Ran1(-abs(int(seed)))
+    u1, u2, u3 = gen(), gen(), gen()
+    a, b = math.sqrt(1 - u1), math.sqrt(u1)
+    w, x = a * math.sin(2 * math.pi * u2), a * math.cos(2 * math.pi * u2)
+    y, z = b * math.sin(2 * math.pi * u3), b * math.cos(2 * math.pi * u3)
+    R = np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+    ry = -math.asin(max(-1.0, min(1.0, R[2, 0])))
+    rx = math.atan2(R[2, 1], R[2, 2])
+    rz = math.atan2(R[1, 0], R[0, 0])
+    return rx, ry, rz
+
+
+def cell_vectors(cfg: CrystalConfig, wavelength: float, notes: list, *, xp, misset=None) -> CellVectors:
+    """Lab-frame cell vectors from ``-cell`` or ``-mat``, after the misset rotation
+    (``misset``: angles overriding ``cfg.misset``, e.g. resolved random ones).
 
     Follows nanoBragg: reciprocal vectors are built (or read, dividing the A matrix by the
     wavelength in A), rotated by the misset, turned into real-space vectors through cross
@@ -90,8 +115,9 @@ def cell_vectors(cfg: CrystalConfig, wavelength: float, notes: list, *, xp) -> C
         # A-matrix rows hold x, y, z components of a*, b*, c* times lambda (in A)
         recip = np.asarray(cfg.amat, dtype=float).T * (1e-10 / wavelength)
     r = xp.asarray(recip, dtype=xp.float64)
-    if isinstance(cfg.misset, tuple):
-        r = rotate_xyz(r, *cfg.misset, xp=xp)
+    misset = cfg.misset if misset is None else misset
+    if isinstance(misset, tuple):
+        r = rotate_xyz(r, *misset, xp=xp)
     ast, bst, cst = r[0, :], r[1, :], r[2, :]
     axb, bxc, cxa = cross(ast, bst, xp=xp), cross(bst, cst, xp=xp), cross(cst, ast, xp=xp)
     V_star = float(dot(ast, bxc, xp=xp))

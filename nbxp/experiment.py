@@ -96,7 +96,12 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     beam_u, polar_u, spindle_u = unit(axes["beam"]), unit(axes["polar"]), unit(axes["spindle"])
     interpolate = auto_interpolate(cfg, notes)
 
-    vecs = xtal.cell_vectors(cr, beam.wavelength, notes, xp=xp)
+    misset = cr.misset
+    if misset == "random":
+        seed = cr.misset_seed if cr.misset_seed is not None else cfg.seed
+        misset = xtal.random_misset(seed)
+        notes.append("random orientation misset angles: " + " ".join(f"{math.degrees(a):f}" for a in misset) + " deg")
+    vecs = xtal.cell_vectors(cr, beam.wavelength, notes, xp=xp, misset=misset)
     cell_params = xtal.cell_parameters(vecs, xp=xp)
     N = xtal.crystal_size(cr, vecs.real, xp=xp)
 

@@ -23,6 +23,7 @@ import argparse
 import difflib
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -498,9 +499,9 @@ def parse_args(argv: list[str], cwd: str = ".") -> Parsed:
                 s.maskfile = argv[tok_i + 1]
     mask = None
     if s.maskfile:
-        mask = _apply_header(s, os.path.join(cwd, s.maskfile), "-mask", flip_y=True)
+        mask = _apply_header(s, _at(cwd, s.maskfile), "-mask", flip_y=True)
     if s.imgfile:
-        _apply_header(s, os.path.join(cwd, s.imgfile), "-img", flip_y=False)
+        _apply_header(s, _at(cwd, s.imgfile), "-img", flip_y=False)
 
     i = 0
     while i < len(argv):
@@ -528,6 +529,11 @@ def parse_args(argv: list[str], cwd: str = ".") -> Parsed:
                                   "-Xbeam/-Ybeam, -Xclose/-Yclose, -ORGX/-ORGY and -distance/-close_distance")
         i += 1 + need
     return Parsed(config=_finish(s, cwd, mask), state=s)
+
+
+def _at(cwd: str, name: str) -> str:
+    """``name`` relative to ``cwd`` (kept as the user wrote it when cwd is the current one)."""
+    return name if cwd in ("", ".") or os.path.isabs(name) else os.path.join(cwd, name)
 
 
 def _apply_header(s: State, path: str, flag: str, flip_y: bool):
@@ -596,12 +602,12 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
 
     grid = None
     if s.hklfile:
-        grid = read_hkl(os.path.join(cwd, s.hklfile), s.default_F)
-    elif os.path.exists(os.path.join(cwd, "Fdump.bin")):
-        grid = read_fdump(os.path.join(cwd, "Fdump.bin"))
+        grid = read_hkl(_at(cwd, s.hklfile), s.default_F)
+    elif os.path.exists(_at(cwd, "Fdump.bin")):
+        grid = read_fdump(_at(cwd, "Fdump.bin"))
     elif s.default_F == 0.0:
         raise UsageError("no structure factors: give -hkl FILE or -default_F F (no Fdump.bin here either)")
-    amat = read_matrix(os.path.join(cwd, s.matfile)) if s.matfile else None
+    amat = read_matrix(_at(cwd, s.matfile)) if s.matfile else None
     cell = None
     if s.cell is not None:
         c = (s.cell + [0.0] * 6)[:6]
@@ -610,8 +616,8 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
             raise UsageError("-cell: expected a positive cell edge a (A)")
     if amat is None and cell is None:
         raise UsageError("no crystal: give -cell a b c alpha beta gamma or -mat FILE")
-    sources = read_sources(os.path.join(cwd, s.sourcefile)) if s.sourcefile else None
-    if s.stolfile and not os.path.isfile(os.path.join(cwd, s.stolfile)):
+    sources = read_sources(_at(cwd, s.sourcefile)) if s.sourcefile else None
+    if s.stolfile and not os.path.isfile(_at(cwd, s.stolfile)):
         raise UsageError(f"-stol: cannot read {s.stolfile}")
 
     v = s.vectors
@@ -637,7 +643,8 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         mosaic_spread=s.mosaic_spread, mosaic_domains=s.mosaic_domains, mosaic_seed=s.mosaic_seed,
         spindle_axis=v.get("spindle"), phi0=s.phi0, osc=s.osc, phistep=s.phistep, phisteps=s.phisteps,
     )
-    return SimConfig(detector=det, beam=beam, crystal=xtal, hkl=grid, default_F=s.default_F,
+    seed = s.seed if s.seed is not None else int(time.time())
+    return SimConfig(detector=det, beam=beam, crystal=xtal, hkl=grid, default_F=s.default_F, seed=seed,
                      interpolate=s.interpolate, dmin=s.dmin, water_size=s.water_size, oversample=s.oversample,
                      oversample_omega=s.oversample_omega, oversample_polar=s.oversample_polar,
                      oversample_thick=s.oversample_thick)
@@ -655,16 +662,23 @@ def get_parser() -> argparse.ArgumentParser:
                "Example: nbxp -cell 100 100 100 90 90 90 -default_F 100 -N 5 -lambda 6.2 -distance 100",
     )
     groups = {}
+    seen: set[str] = set()
     for f in FLAGS:
+        names = [n for n in f.names if n not in seen]  # -width/-heigh serve two flags
+        if not names:
+            continue
+        seen.update(names)
         g = groups.get(f.group) or groups.setdefault(f.group, p.add_argument_group(f.group))
         kw = {"help": f.help}
+        mv = f.metavar.split() or ["V"]
         if f.nargs == 0:
             kw["action"] = "store_true"
+        elif f.nargs > 0:
+            kw["nargs"] = f.nargs
+            kw["metavar"] = tuple(mv) if len(mv) == f.nargs and f.nargs > 1 else mv[0]
         else:
-            n = f.nargs if f.nargs > 0 else (6 if f.nargs == -1 else 3)
-            mv = f.metavar.split() if f.metavar else ["V"]
-            kw["nargs"] = n if f.nargs > 0 else "+"
-            kw["metavar"] = tuple(mv) if len(mv) == n and f.nargs > 0 and n > 1 else mv[0] if f.nargs > 0 and n == 1 else f.metavar
-        g.add_argument(*f.names, dest=f.names[0].lstrip("-"), **kw)
+            kw["nargs"] = "+"
+            kw["metavar"] = f.metavar
+        g.add_argument(*names, dest=f.names[0].lstrip("-"), **kw)
     groups.setdefault("nbxp", p.add_argument_group("nbxp"))
     return p

@@ -1,0 +1,255 @@
+"""The nbxp command: nanoBragg's flag semantics, the CLI/library agreement, and bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nbxp
+from nbxp.flags import UsageError, parse_args
+
+BASE = ["-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "6.2",
+        "-distance", "100", "-detpixels", "48", "-pixel", "0.1"]
+
+
+def run_nbxp(args, cwd):
+    return subprocess.run([sys.executable, "-m", "nbxp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def cfg_of(*extra, base=BASE):
+    return parse_args(list(base) + list(extra)).config
+
+
+# ---------------------------------------------------------------- CLI and library agree
+
+def test_cli_and_library_give_the_same_image(tmp_path):
+    args = BASE + ["-mosaic", "0.5", "-mosaic_dom", "3", "-phi", "0.5", "-osc", "1", "-phisteps", "2",
+                   "-detector_rotz", "3", "-polar", "0.9", "-oversample", "2"]
+    p = run_nbxp(args + ["-floatfile", "f.bin", "-noprogress"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    cli = np.fromfile(tmp_path / "f.bin", np.float32).reshape(48, 48)
+    lib = np.asarray(nbxp.simulate(nbxp.config_from_args(args))).astype(np.float32)
+    assert lib.max() > 0
+    np.testing.assert_array_equal(cli, lib)
+    assert "max_I = " in p.stdout and "mean= " in p.stdout
+
+
+def test_default_float_file_name(tmp_path):
+    p = run_nbxp(BASE, tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "floatimage.bin").stat().st_size == 48 * 48 * 4
+
+
+def test_help_is_grouped_with_units(tmp_path):
+    p = run_nbxp(["-h"], tmp_path)
+    assert p.returncode == 0
+    for text in ("detector:", "beam:", "crystal:", "-distance", "(mm, default 100)", "-lambda", "-mosaic_domains"):
+        assert text in p.stdout
+
+
+# ---------------------------------------------------------------- nanoBragg's flag semantics
+
+def test_units_are_converted_to_si():
+    c = cfg_of("-Xbeam", "5", "-twotheta", "10", "-mosaic", "1", "-dispersion", "2", "-divergence", "0.5")
+    assert c.detector.distance == pytest.approx(0.1)
+    assert c.detector.pixel_size == pytest.approx(1e-4)
+    assert c.detector.Xbeam == pytest.approx(5e-3)
+    assert c.detector.twotheta == pytest.approx(math.radians(10))
+    assert c.crystal.mosaic_spread == pytest.approx(math.radians(1))
+    assert c.beam.wavelength == pytest.approx(6.2e-10)
+    assert c.beam.dispersion == pytest.approx(0.02)
+    assert c.beam.hdivrange == pytest.approx(5e-4) and c.beam.vdivrange == pytest.approx(5e-4)
+    assert c.crystal.cell[0] == pytest.approx(100e-10) and c.crystal.cell[3] == pytest.approx(math.pi / 2)
+
+
+def test_energy_sets_wavelength():
+    assert cfg_of("-energy", "12398.42").beam.wavelength == pytest.approx(1e-10)
+
+
+def test_later_flags_win_and_N_versus_Na():
+    c = cfg_of("-Na", "3", "-N", "7", "-Nc", "2")
+    assert (c.crystal.Na, c.crystal.Nb, c.crystal.Nc) == (7, 7, 2)
+
+
+def test_detpixels_win_over_detsize():
+    c = cfg_of("-detsize", "20")
+    assert (c.detector.fpixels, c.detector.spixels) == (48, 48)
+    c = parse_args(["-cell", "50", "-default_F", "1", "-detsize", "12.84", "-pixel", "0.1"]).config
+    assert c.detector.fpixels == 128 and c.detector.detsize_f == pytest.approx(0.01284)
+
+
+def test_flux_exposure_beamsize_set_fluence():
+    c = cfg_of("-flux", "1e12", "-exposure", "0.1", "-beamsize", "0.05")
+    assert c.beam.fluence == pytest.approx(1e12 * 0.1 / (0.05e-3) ** 2)
+    assert cfg_of().beam.fluence == pytest.approx(1.25932015286227e29)
+
+
+def test_pivot_rules():
+    assert cfg_of("-twotheta", "5").detector.pivot == "SAMPLE"
+    assert cfg_of("-twotheta", "5", "-Xbeam", "4").detector.pivot == "BEAM"
+    assert cfg_of("-close_distance", "90").detector.pivot == "SAMPLE"
+    assert cfg_of("-pivot", "sample").detector.pivot == "SAMPLE"
+    c = cfg_of("-xds")
+    assert c.detector.convention == "XDS" and c.detector.pivot == "SAMPLE"
+
+
+def test_vectors_select_custom_convention_and_a_later_convention_resets():
+    assert cfg_of("-fdet_vector", "0", "0", "1").detector.convention == "CUSTOM"
+    assert cfg_of("-fdet_vector", "0", "0", "1", "-mosflm").detector.convention == "MOSFLM"
+
+
+def test_substring_spellings_as_nanoBragg():
+    c = cfg_of("-mosaic_spread", "0.6", "-mosaic_domains", "4", "-wavelength", "2")
+    assert c.crystal.mosaic_domains == 4
+    assert c.crystal.mosaic_spread == pytest.approx(math.radians(0.6))
+    assert c.beam.wavelength == pytest.approx(2e-10)
+
+
+def test_twotheta_axis_also_reads_twotheta_as_nanoBragg_does():
+    c = cfg_of("-twotheta", "12", "-twotheta_axis", "1", "0", "0")
+    assert c.detector.twotheta_axis == (1.0, 0.0, 0.0)
+    assert c.detector.twotheta == pytest.approx(math.radians(1.0))
+
+
+def test_misset_angles_and_negative_values():
+    c = cfg_of("-misset", "-10", "20.5", "-30")
+    assert c.crystal.misset == pytest.approx(tuple(math.radians(a) for a in (-10, 20.5, -30)))
+    assert cfg_of("-misset", "random").crystal.misset == "random"
+
+
+def test_cell_defaults_fill_missing_values():
+    c = parse_args(["-cell", "50", "-default_F", "1"]).config
+    assert c.crystal.cell[0] == pytest.approx(50e-10)
+    exp = []
+    nbxp.simulate(parse_args(["-cell", "50", "-default_F", "1", "-detpixels", "4"]).config, experiment_out=exp)
+    cp, _ = exp[0].cell_params
+    assert cp == pytest.approx((50, 50, 50, 90, 90, 90))
+
+
+def test_xtalsize_sets_cell_counts():
+    exp = []
+    nbxp.simulate(cfg_of("-xtalsize", "0.00071"), experiment_out=exp)
+    assert exp[0].N == (71.0, 71.0, 71.0)  # ceil(0.71 um / 100 A)
+
+
+def test_auto_oversample_and_interpolation_defaults():
+    exp = []
+    nbxp.simulate(parse_args(["-cell", "100", "-default_F", "1", "-N", "5", "-lambda", "1", "-distance", "50",
+                              "-detpixels", "8"]).config, experiment_out=exp)
+    # ceil(3 * 500 A / (1 A * 50 mm / 0.1 mm)) = 3
+    assert exp[0].oversample == 3
+    assert not exp[0].interpolate
+    assert nbxp.flags.parse_args(BASE + ["-N", "2"]).config.interpolate is None
+
+
+def test_detector_abs_inf_switches_absorption_off():
+    c = cfg_of("-detector_thick", "100", "-detector_abs", "inf")
+    assert c.detector.thickness == 0.0 and c.detector.mu == 0.0
+    c = cfg_of("-detector_abs", "320", "-detector_thick", "450", "-thicksteps", "4")
+    assert c.detector.mu == pytest.approx(1 / 320e-6) and c.detector.thicksteps == 4
+
+
+def test_abbreviations_are_not_accepted():
+    with pytest.raises(UsageError, match="unknown flag -dist"):
+        parse_args(BASE + ["-dist", "100"])
+
+
+def test_pix0_vector_is_accepted_with_a_warning_and_changes_nothing():
+    p = parse_args(BASE + ["-pix0_vector", "0.1", "0.2", "0.3"])
+    assert any("no effect" in w for w in p.state.warnings)
+    a = np.asarray(nbxp.simulate(parse_args(BASE + ["-fdet_vector", "0", "0", "1"]).config))
+    b = np.asarray(nbxp.simulate(parse_args(BASE + ["-fdet_vector", "0", "0", "1", "-pix0_vector", "0.1", "0.2",
+                                                    "0.3"]).config))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_img_header_sets_geometry_and_mask_flips_y(tmp_path):
+    from nbxp.io.smv import header_value
+    head = ("{\nHEADER_BYTES=512;\nDIM=2;\nBYTE_ORDER=little_endian;\nTYPE=unsigned_short;\nSIZE1=20;\nSIZE2=10;\n"
+            "PIXEL_SIZE=0.2;\nDISTANCE=80;\nWAVELENGTH=1.5;\nBEAM_CENTER_X=1.0;\nBEAM_CENTER_Y=0.5;\n"
+            "CLOSE_DISTANCE=79;\n}\f")
+    raw = head.encode().ljust(512, b" ") + np.ones(200, "<u2").tobytes()
+    (tmp_path / "h.img").write_bytes(raw)
+    assert header_value(head, "DISTANCE") == 79  # last occurrence, as nanoBragg's lookup finds it
+    c = parse_args(["-img", "h.img", "-cell", "50", "-default_F", "1"], cwd=str(tmp_path)).config
+    assert (c.detector.fpixels, c.detector.spixels) == (20, 10)
+    assert c.detector.pixel_size == pytest.approx(2e-4)
+    assert c.detector.distance == pytest.approx(0.079)
+    assert c.beam.wavelength == pytest.approx(1.5e-10)
+    assert c.detector.Ybeam == pytest.approx(0.5e-3)
+    c = parse_args(["-mask", "h.img", "-cell", "50", "-default_F", "1"], cwd=str(tmp_path)).config
+    assert c.detector.Ybeam == pytest.approx(10 * 0.2e-3 - 0.5e-3)
+    assert c.detector.mask.shape == (10, 20)
+    c = parse_args(["-img", "h.img", "-cell", "50", "-default_F", "1", "-lambda", "2"], cwd=str(tmp_path)).config
+    assert c.beam.wavelength == pytest.approx(2e-10)  # flags win over headers
+
+
+# ---------------------------------------------------------------- bad input
+
+BAD = [
+    (["-frobnicate"], "unknown flag -frobnicate"),
+    (["-distanse", "100"], "did you mean -distance"),
+    (["-distance"], "-distance: expected 1 value"),
+    (["-distance", "abc"], "-distance: expected a number, got 'abc'"),
+    (["-distance", "0"], "-distance: expected a positive number"),
+    (["-distance", "-5"], "-distance: expected a positive number"),
+    (["-pixel", "0"], "-pixel: expected a positive number"),
+    (["-lambda", "0"], "-lambda: expected a positive number"),
+    (["-detpixels", "0"], "-detpixels: expected a positive number of pixels"),
+    (["-N", "2.5"], "-N: expected an integer"),
+    (["-roi", "1", "2"], "-roi: expected 4 values"),
+    (["-hkl", "missing.hkl"], "-hkl: cannot read missing.hkl"),
+    (["-hkl", "bad.hkl"], "-hkl: bad.hkl line 2"),
+    (["-mat", "bad.mat"], "-mat: bad.mat must start with nine numbers"),
+    (["-sourcefile", "bad.src"], "-sourcefile: bad.src line 1"),
+    (["-img", "bad.hkl"], "-img: bad.hkl does not look like an SMV"),
+    (["-detpixels", "40000"], "-detpixels: a 40000x40000 detector needs"),
+    (["-detpixels", "400000"], "-detpixels: 400000x400000 pixels is too large"),
+    (["-floatfile", "nodir/x.bin"], "-floatfile: cannot write nodir/x.bin"),
+    (["stray"], "unexpected argument 'stray'"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[" ".join(e) for e, _ in BAD])
+def test_bad_input_is_one_line_error_and_writes_nothing(extra, message, tmp_path):
+    (tmp_path / "bad.hkl").write_text("1 2 3 4\n1 2 x 4\n")
+    (tmp_path / "bad.mat").write_text("0.1 0.2 0.3\n0.4 0.5\n")
+    (tmp_path / "bad.src").write_text("a b c\n")
+    (tmp_path / "floatimage.bin").write_bytes(b"keep")
+    p = run_nbxp(BASE + extra, tmp_path)
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], p.stderr
+    assert (tmp_path / "floatimage.bin").read_bytes() == b"keep"
+    assert sorted(os.listdir(tmp_path)) == ["bad.hkl", "bad.mat", "bad.src", "floatimage.bin"]
+
+
+def test_no_structure_factors_is_an_error(tmp_path):
+    p = run_nbxp(["-cell", "100", "-detpixels", "8"], tmp_path)
+    assert p.returncode != 0 and "give -hkl FILE or -default_F" in p.stderr
+    p = run_nbxp(["-default_F", "1", "-detpixels", "8"], tmp_path)
+    assert p.returncode != 0 and "no crystal" in p.stderr
+
+
+def test_misset_random_is_reproducible_and_its_printed_angles_repeat_it(tmp_path):
+    args = ["-cell", "70", "80", "90", "75", "85", "95", "-default_F", "100", "-N", "3", "-lambda", "1",
+            "-distance", "60", "-detpixels", "40", "-noprogress"]
+    p1 = run_nbxp(args + ["-misset", "random", "-misset_seed", "5", "-floatfile", "a.bin"], tmp_path)
+    p2 = run_nbxp(args + ["-misset", "random", "-misset_seed", "5", "-floatfile", "b.bin"], tmp_path)
+    line = next(x for x in p1.stdout.splitlines() if x.startswith("random orientation misset angles"))
+    angles = line.split(":")[1].split()[:3]
+    p3 = run_nbxp(args + ["-misset", *angles, "-floatfile", "c.bin"], tmp_path)
+    assert p1.returncode == p2.returncode == p3.returncode == 0
+    a, b, c = (np.fromfile(tmp_path / f, np.float32) for f in ("a.bin", "b.bin", "c.bin"))
+    np.testing.assert_array_equal(a, b)
+    assert a.max() > 0
+    assert np.abs(a - c).max() <= 1e-4 * a.max()  # angles printed to 1e-6 deg
+    p4 = run_nbxp(args + ["-misset", "random", "-misset_seed", "6", "-floatfile", "d.bin"], tmp_path)
+    assert not np.array_equal(a, np.fromfile(tmp_path / "d.bin", np.float32))

@@ -1,0 +1,249 @@
+"""Unit tests of nbxp.crystal: cell vectors, misset, crystal size, rotation sampling and
+per-orientation cell vectors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nbxp import rng as nbrng
+from nbxp.config import CrystalConfig
+from nbxp.crystal import (RotationSampling, cell_parameters, cell_vectors, crystal_size, orientations,
+                          rotation_sampling, standard_setting)
+
+from .helpers import to_numpy
+
+D = math.radians
+
+CELLS = {
+    "cubic": (50.0, 50.0, 50.0, 90.0, 90.0, 90.0),
+    "orthorhombic": (40.0, 55.0, 72.0, 90.0, 90.0, 90.0),
+    "monoclinic": (45.0, 61.0, 38.0, 90.0, 104.5, 90.0),
+    "triclinic": (50.0, 60.0, 70.0, 80.0, 95.0, 105.0),
+    "triclinic2": (27.1, 31.4, 34.3, 88.2, 108.5, 111.9),
+}
+
+
+def closed_form_volume(a, b, c, al, be, ga):
+    ca, cb, cg = math.cos(al), math.cos(be), math.cos(ga)
+    return a * b * c * math.sqrt(1 - ca * ca - cb * cb - cg * cg + 2 * ca * cb * cg)
+
+
+def angle(u, v):
+    return math.acos(float(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v)))
+
+
+def cfg_for(cell, **kw):
+    a, b, c, al, be, ga = cell
+    return CrystalConfig(cell=(a * 1e-10, b * 1e-10, c * 1e-10, D(al), D(be), D(ga)), **kw)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_standard_setting_reciprocal_cell(name):
+    a, b, c, al, be, ga = CELLS[name]
+    notes: list = []
+    recip, V, lengths = standard_setting((a, b, c, D(al), D(be), D(ga)), notes)
+    assert notes == []
+    assert lengths == (a, b, c)
+    V_ref = closed_form_volume(a, b, c, D(al), D(be), D(ga))
+    assert V == pytest.approx(V_ref, rel=1e-12)
+    # nanoBragg's standard orientation: a* along x, b* in the xy plane
+    assert recip[0, 1] == 0.0 and recip[0, 2] == 0.0 and recip[1, 2] == 0.0
+    assert recip[0, 0] > 0 and recip[1, 1] > 0 and recip[2, 2] > 0
+    # the reciprocal of the reciprocal cell has the given edges, and volume 1/V
+    real = np.linalg.inv(recip).T  # rows a, b, c with a_i . b*_j = delta_ij
+    np.testing.assert_allclose(np.linalg.norm(real, axis=1), [a, b, c], rtol=1e-12)
+    assert abs(np.linalg.det(recip)) == pytest.approx(1.0 / V_ref, rel=1e-12)
+    assert angle(real[1], real[2]) == pytest.approx(D(al), abs=1e-12)
+    assert angle(real[0], real[2]) == pytest.approx(D(be), abs=1e-12)
+    assert angle(real[0], real[1]) == pytest.approx(D(ga), abs=1e-12)
+
+
+def test_standard_setting_defaults():
+    # b, c default to a and angles to 90 degrees
+    recip, V, lengths = standard_setting((30.0, 0.0, 0.0, 0.0, 0.0, 0.0), [])
+    assert lengths == (30.0, 30.0, 30.0)
+    assert V == pytest.approx(27000.0, rel=1e-12)
+    np.testing.assert_allclose(recip, np.eye(3) / 30.0, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_cell_vectors_lengths_angles_volume(xp, name):
+    a, b, c, al, be, ga = CELLS[name]
+    notes: list = []
+    vecs = cell_vectors(cfg_for(CELLS[name]), 1e-10, notes, xp=xp)
+    real, recip = to_numpy(vecs.real), to_numpy(vecs.reciprocal)
+    np.testing.assert_allclose(np.linalg.norm(real, axis=1), [a, b, c], rtol=1e-12)
+    assert angle(real[1], real[2]) == pytest.approx(D(al), abs=1e-11)
+    assert angle(real[0], real[2]) == pytest.approx(D(be), abs=1e-11)
+    assert angle(real[0], real[1]) == pytest.approx(D(ga), abs=1e-11)
+    np.testing.assert_allclose(real @ recip.T, np.eye(3), atol=1e-12)
+    V_ref = closed_form_volume(a, b, c, D(al), D(be), D(ga))
+    assert vecs.volume == pytest.approx(V_ref, rel=1e-12)
+    assert np.linalg.det(real) == pytest.approx(V_ref, rel=1e-12)  # right-handed
+    # cell_parameters reads the same cell back (degrees)
+    params, rparams = cell_parameters(vecs, xp=xp)
+    np.testing.assert_allclose(params, CELLS[name], rtol=1e-10)
+    np.testing.assert_allclose(rparams[:3], np.linalg.norm(recip, axis=1), rtol=1e-12)
+
+
+def test_cell_vectors_cubic_is_axis_aligned(xp):
+    vecs = cell_vectors(cfg_for(CELLS["cubic"]), 1e-10, [], xp=xp)
+    np.testing.assert_allclose(to_numpy(vecs.real), 50.0 * np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(to_numpy(vecs.reciprocal), np.eye(3) / 50.0, atol=1e-15)
+
+
+def test_cell_vectors_from_amat(xp):
+    # a MOSFLM A matrix holds reciprocal vectors (columns) times the wavelength in A
+    lam = 1.5e-10
+    recip, V, _ = standard_setting((40.0, 55.0, 72.0, D(90), D(90), D(90)), [])
+    amat = recip.T * 1.5
+    vecs = cell_vectors(CrystalConfig(amat=amat), lam, [], xp=xp)
+    np.testing.assert_allclose(to_numpy(vecs.reciprocal), recip, rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(np.linalg.norm(to_numpy(vecs.real), axis=1), [40.0, 55.0, 72.0], rtol=1e-12)
+    assert vecs.volume == pytest.approx(40.0 * 55.0 * 72.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["orthorhombic", "triclinic"])
+def test_misset_is_a_rotation(xp, name):
+    mis = (D(12.0), D(-33.0), D(71.0))
+    ref = to_numpy(cell_vectors(cfg_for(CELLS[name]), 1e-10, [], xp=xp).real)
+    rot = to_numpy(cell_vectors(cfg_for(CELLS[name], misset=mis), 1e-10, [], xp=xp).real)
+    np.testing.assert_allclose(np.linalg.norm(rot, axis=1), np.linalg.norm(ref, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(rot @ rot.T, ref @ ref.T, rtol=1e-10, atol=1e-9)  # all metric data
+    # and it is x, then y, then z rotation of the unrotated cell
+    cx, sx = math.cos(mis[0]), math.sin(mis[0])
+    cy, sy = math.cos(mis[1]), math.sin(mis[1])
+    cz, sz = math.cos(mis[2]), math.sin(mis[2])
+    R = (np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+         @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
+    np.testing.assert_allclose(rot, ref @ R.T, atol=1e-10)
+    assert not np.allclose(rot, ref)
+
+
+# --------------------------------------------------------------------------- crystal size
+
+
+def test_crystal_size(xp):
+    real = cell_vectors(cfg_for(CELLS["orthorhombic"]), 1e-10, [], xp=xp).real  # 40, 55, 72 A
+    # sizes: 1.234 um / 40 A = 308.5 -> 309; 0.5 um / 55 A = 90.9 -> 91; none -> Nc as given
+    N = crystal_size(CrystalConfig(size_a=1.234e-6, size_b=0.5e-6, Nc=7.0), real, xp=xp)
+    assert N == (309.0, 91.0, 7.0)
+    assert N == tuple(float(math.ceil(s / L)) if s else 7.0
+                      for s, L in zip((1.234e-6, 0.5e-6, 0.0), (40e-10, 55e-10, 72e-10)))
+    # a size smaller than one cell still gives one cell
+    assert crystal_size(CrystalConfig(size_a=1e-12, size_b=10e-10, size_c=72e-10 * 2.5), real, xp=xp) == (1.0, 1.0, 3.0)
+    # N <= 1 (including 0 and fractions) is clamped to 1; larger N kept as given
+    assert crystal_size(CrystalConfig(Na=0.0, Nb=0.5, Nc=12.0), real, xp=xp) == (1.0, 1.0, 12.0)
+    assert crystal_size(CrystalConfig(Na=-3.0, Nb=1.0, Nc=1.5), real, xp=xp) == (1.0, 1.0, 1.5)
+
+
+# --------------------------------------------------------------------------- rotation sampling
+
+
+def test_rotation_sampling_nothing_given():
+    s = rotation_sampling(CrystalConfig(), [])
+    assert (s.phisteps, s.phistep, s.osc) == (1, 0.0, 0.0)
+    assert (s.mosaic_domains, s.mosaic_spread) == (1, 0.0)
+    assert s.phis == [0.0]
+
+
+def test_rotation_sampling_osc_only():
+    osc = D(0.5)
+    s = rotation_sampling(CrystalConfig(osc=osc, phi0=D(10.0)), [])
+    assert s.phisteps == 2
+    assert s.phistep == pytest.approx(osc / 2)
+    assert s.phis == pytest.approx([D(10.0), D(10.0) + osc / 2])
+
+
+def test_rotation_sampling_phisteps_and_osc():
+    s = rotation_sampling(CrystalConfig(osc=D(1.0), phisteps=4), [])
+    assert s.phisteps == 4 and s.phistep == pytest.approx(D(0.25)) and s.osc == pytest.approx(D(1.0))
+    assert s.phis == pytest.approx([0.0, D(0.25), D(0.5), D(0.75)])
+
+
+def test_rotation_sampling_other_phi_rules():
+    # osc and step: ceil(osc/step) steps
+    s = rotation_sampling(CrystalConfig(osc=1.0, phistep=0.3), [])
+    assert s.phisteps == 4 and s.phistep == 0.3
+    # step only: one step's oscillation in two steps
+    s = rotation_sampling(CrystalConfig(phistep=0.2), [])
+    assert (s.osc, s.phisteps, s.phistep) == (0.2, 2, 0.2)
+    # phisteps only: 1 degree oscillation split in phisteps
+    s = rotation_sampling(CrystalConfig(phisteps=5), [])
+    assert s.osc == pytest.approx(D(1.0)) and s.phistep == pytest.approx(D(1.0) / 5) and s.phisteps == 5
+    # phisteps 0 becomes 1
+    s = rotation_sampling(CrystalConfig(phisteps=0, osc=0.1), [])
+    assert s.phisteps == 1 and s.phistep == pytest.approx(0.1)
+
+
+def test_rotation_sampling_mosaic_rules():
+    notes: list = []
+    s = rotation_sampling(CrystalConfig(mosaic_spread=D(0.3)), notes)
+    assert s.mosaic_domains == 10 and s.mosaic_spread == pytest.approx(D(0.3))
+    assert any("10 mosaic domains" in n for n in notes)
+    notes = []
+    s = rotation_sampling(CrystalConfig(mosaic_domains=25), notes)
+    assert s.mosaic_domains == 1 and s.mosaic_spread == 0.0
+    assert any("mosaic_domains = 1" in n for n in notes)
+    s = rotation_sampling(CrystalConfig(mosaic_domains=25, mosaic_spread=0.0), [])
+    assert s.mosaic_domains == 1
+    s = rotation_sampling(CrystalConfig(mosaic_spread=0.0), [])
+    assert (s.mosaic_domains, s.mosaic_spread) == (1, 0.0)
+    s = rotation_sampling(CrystalConfig(mosaic_domains=25, mosaic_spread=D(0.1)), [])
+    assert (s.mosaic_domains, s.mosaic_spread) == (25, pytest.approx(D(0.1)))
+
+
+# --------------------------------------------------------------------------- orientations
+
+
+def test_orientations_spindle_quarter_turn(xp):
+    real = np.diag([50e-10, 60e-10, 70e-10])
+    sampling = RotationSampling(phi0=0.0, phistep=math.pi / 2, phisteps=3, osc=3 * math.pi / 2,
+                                mosaic_spread=0.0, mosaic_domains=1)
+    out = to_numpy(orientations(real, xp.asarray(np.array([0.0, 0.0, 1.0]), dtype=xp.float64), sampling,
+                                12345678, xp=xp, dtype=xp.float64))
+    assert out.shape == (3, 3, 3)
+    np.testing.assert_allclose(out[0], real, atol=1e-25)
+    # 90 degrees about +z: a (along x) -> along y, b (along y) -> along -x, c unchanged
+    np.testing.assert_allclose(out[1], [[0, 50e-10, 0], [-60e-10, 0, 0], [0, 0, 70e-10]], atol=1e-24)
+    np.testing.assert_allclose(out[2], [[-50e-10, 0, 0], [0, -60e-10, 0], [0, 0, 70e-10]], atol=1e-24)
+
+
+def test_orientations_without_spread_repeats_domains(xp):
+    real = np.diag([50e-10, 60e-10, 70e-10])
+    sampling = RotationSampling(0.0, 0.1, 2, 0.2, 0.0, 4)
+    out = to_numpy(orientations(real, xp.asarray(np.array([0.0, 1.0, 0.0]), dtype=xp.float64), sampling,
+                                1, xp=xp, dtype=xp.float64))
+    assert out.shape == (8, 3, 3)
+    for p in range(2):
+        for m in range(4):
+            np.testing.assert_array_equal(out[p * 4 + m], out[p * 4])
+
+
+def test_orientations_mosaic_domains(xp):
+    real = np.array([[50e-10, 0, 0], [3e-10, 60e-10, 0], [1e-10, -2e-10, 70e-10]])
+    spread, M, seed = D(0.5), 5, 12345678
+    sampling = RotationSampling(phi0=0.0, phistep=0.3, phisteps=2, osc=0.6, mosaic_spread=spread,
+                                mosaic_domains=M)
+    spindle = np.array([0.0, 0.0, 1.0])
+    out = to_numpy(orientations(real, xp.asarray(spindle, dtype=xp.float64), sampling, seed,
+                                xp=xp, dtype=xp.float64))
+    assert out.shape == (2 * M, 3, 3)
+    U = nbrng.mosaic_domains(spread, M, -seed)
+    c, s = math.cos(0.3), math.sin(0.3)
+    Rphi = [np.eye(3), np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])]
+    for p in range(2):
+        rotated = real @ Rphi[p].T
+        # domain 0 is the unrotated (identity) domain
+        np.testing.assert_allclose(out[p * M], rotated, atol=1e-22)
+        for m in range(M):
+            np.testing.assert_allclose(out[p * M + m], rotated @ U[m].T, atol=1e-22)
+            # a mosaic rotation keeps lengths and tilts by at most the spread
+            np.testing.assert_allclose(np.linalg.norm(out[p * M + m], axis=1),
+                                       np.linalg.norm(real, axis=1), rtol=1e-12)
+            for i in range(3):
+                assert angle(out[p * M + m][i], rotated[i]) <= spread + 1e-9
+    assert not np.allclose(out[1], out[0])
