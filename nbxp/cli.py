@@ -8,9 +8,9 @@ flag or file, a non-zero exit status, and no output file written.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -19,19 +19,6 @@ def get_parser():
     """The argparse description of nbxp's flags (used for -h and the man page)."""
     from .flags import get_parser as _gp
     return _gp()
-
-
-def _atomic_write(path: str, payload: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _check_memory(fpixels: int, spixels: int) -> None:
@@ -56,7 +43,11 @@ def _writable(path: str, flag: str) -> None:
 
 
 def run(argv: list[str], out=sys.stdout) -> int:
+    from . import images
     from .api import resolve_namespace
+    from .io.fdump import write_fdump
+    from .io.pgm import write_pgm
+    from .io.smv import atomic_write, nanobragg_header, write_smv
     from .engine import render
     from .experiment import build_experiment
     from .flags import parse_args
@@ -65,13 +56,25 @@ def run(argv: list[str], out=sys.stdout) -> int:
 
     parsed = parse_args(argv)
     s, cfg = parsed.state, parsed.config
-    _writable(s.floatfile, "-floatfile")
+    outputs = [(s.floatfile, "-floatfile"), (s.intfile, "-intfile")]
+    outputs += [(s.pgmfile, "-pgmfile")] if s.write_pgm else []
+    outputs += [(s.noisefile, "-noisefile")] if s.calculate_noise else []
+    for path, flag in outputs:
+        _writable(path, flag)
     _check_memory(cfg.detector.fpixels, cfg.detector.spixels)
     xp = resolve_namespace(np)
     exp = build_experiment(cfg, xp=xp, dtype=xp.float64)
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:
         p(w)
+    if s.hklfile:
+        p(f"writing dump file for next time: Fdump.bin")
+        try:
+            write_fdump("Fdump.bin", cfg.hkl)
+        except OSError as e:
+            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
+    elif cfg.hkl is not None:
+        p("reading Fs from Fdump.bin")
     for line in summary_lines(exp, cfg, s):
         p(line)
     out.flush()
@@ -87,12 +90,41 @@ def run(argv: list[str], out=sys.stdout) -> int:
     if exp.mask is not None:
         rendered &= exp.mask
     st = image_stats(img32, rendered, exp.roi, exp.geom.pixel_size, exp.oversample)
+    box = np.zeros(img32.shape, dtype=bool)
+    box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
     p("")
     p(f"writing {s.floatfile} as {img32.size} 4-byte floats")
-    _atomic_write(s.floatfile, img32.astype("<f4").tobytes())
+    atomic_write(s.floatfile, img32.astype(np.float32).tobytes())
     for line in st.lines():
         p(line)
+    header = nanobragg_header(header_values(exp))
+    scale = images.int_scale(s.intfile_scale, st.max_I)
+    p(f"intfile_scale = {scale:g}")
+    p(f"writing {s.intfile} as 2-byte integers")
+    write_smv(s.intfile, images.int_image(img32, box, scale, s.adc), header)
+    if s.write_pgm:
+        pscale = images.pgm_scale(s.pgm_scale, scale, st.rmsd)
+        p(f"pgm_scale = {pscale:g}")
+        p(f"writing {s.pgmfile} as 1-byte integers")
+        write_pgm(s.pgmfile, images.pgm_image(img32, box, pscale), pscale)
+    if s.calculate_noise:
+        noisy, photons, overloads = images.noise_image(img32, box, cfg.seed, s.adc)
+        p(f"{photons:.0f} photons on noise image ({overloads} overloads)")
+        p(f"writing {s.noisefile} as 2-byte integers")
+        write_smv(s.noisefile, noisy, header)
     return 0
+
+
+def header_values(exp) -> dict:
+    """The geometry an SMV header records, in nanoBragg's header units."""
+    g = exp.geom
+    rtd = 180.0 / math.pi
+    return dict(fpixels=g.fpixels, spixels=g.spixels, pixel_mm=g.pixel_size * 1000.0,
+                distance_mm=g.distance * 1000.0, wavelength_A=exp.wavelength * 1e10,
+                Xbeam_mm=g.Xbeam * 1000.0, Ybeam_mm=g.Ybeam * 1000.0, Fbeam_mm=g.Fbeam * 1000.0,
+                Sbeam_mm=g.Sbeam * 1000.0, detsize_s_mm=g.detsize_s * 1000.0, dials_origin=g.dials_origin,
+                ORGX=g.ORGX, ORGY=g.ORGY, close_distance_mm=g.close_distance * 1000.0,
+                phi_deg=exp.sampling.phi0 * rtd, osc_deg=exp.sampling.osc * rtd, twotheta_deg=g.twotheta * rtd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,3 +107,86 @@ def mosaic_domains(spread: float, count: int, seed: int) -> np.ndarray:
         umats[i] = mosaic_rotation_umat(spread, rng)
     umats[0] = np.eye(3)
     return umats
+
+
+_F32 = np.float32
+_GAMMLN_COF = (76.18009172947146, -86.50532032941677, 24.01409824083091, -1.231739572450155,
+               0.1208650973866179e-2, -0.5395239384953e-5)
+
+
+def gammln(xx: float) -> float:
+    """ln Gamma(xx) by Lanczos' series, returned in single precision as nanoBragg does."""
+    x = y = float(xx)
+    tmp = x + 5.5
+    tmp -= (x + 0.5) * math.log(tmp)
+    ser = 1.000000000190015
+    for c in _GAMMLN_COF:
+        y += 1.0
+        ser += c / y
+    return float(_F32(-tmp + math.log(2.5066282746310005 * ser / x)))
+
+
+class Deviates:
+    """nanoBragg's Poisson and Gaussian deviates drawn from one :class:`Ran1` stream.
+
+    Reproduces ``poidev``/``gaussdev`` including their single-precision arithmetic and
+    their hidden state (the spare Gaussian deviate, the cached constants of the last mean),
+    so a noise image equals nanoBragg's for the same ``-seed``.
+    """
+
+    def __init__(self, seed: int):
+        self.ran1 = Ran1(seed)
+        self._spare = None
+        self._oldm = -1.0
+        self._sq = self._alxm = self._g = 0.0
+
+    def gauss(self) -> float:
+        if self._spare is not None:
+            v, self._spare = self._spare, None
+            return v
+        f32, r = _F32, self.ran1
+        while True:
+            v1 = float(f32(2.0 * r() - 1.0))
+            v2 = float(f32(2.0 * r() - 1.0))
+            rsq = float(f32(f32(v1 * v1) + f32(v2 * v2)))
+            if 0 < rsq < 1.0:
+                break
+        fac = float(f32(math.sqrt(-2.0 * math.log(rsq) / rsq)))
+        self._spare = float(f32(v1 * fac))
+        return float(f32(v2 * fac))
+
+    def poisson(self, xm: float) -> float:
+        """A Poisson deviate of mean ``xm`` (a float32 value): multiplication of uniforms
+        below 12, rejection from a Lorentzian up to 1e6, Gaussian above."""
+        f32, r = _F32, self.ran1
+        if xm > 1.0e6:
+            return float(f32(xm + math.sqrt(xm) * self.gauss()))
+        if xm < 12.0:
+            if xm != self._oldm:
+                self._oldm = xm
+                self._g = float(f32(math.exp(-xm)))
+            g = self._g
+            em = -1
+            t = 1.0
+            while True:
+                em += 1
+                t = float(f32(t * r()))
+                if not t > g:
+                    return float(em)
+        if xm != self._oldm:
+            self._oldm = xm
+            self._sq = float(f32(math.sqrt(2.0 * xm)))
+            self._alxm = float(f32(math.log(xm)))
+            self._g = float(f32(f32(xm * self._alxm) - gammln(float(f32(xm + 1.0)))))
+        sq, alxm, g = self._sq, self._alxm, self._g
+        while True:
+            while True:
+                y = float(f32(math.tan(math.pi * r())))
+                em = float(f32(f32(sq * y) + xm))
+                if em >= 0.0:
+                    break
+            em = float(math.floor(em))
+            arg = f32(f32(f32(em * alxm) - gammln(float(f32(em + 1.0)))) - g)
+            t = float(f32(0.9 * (1.0 + float(f32(y * y))) * math.exp(float(arg))))
+            if not r() > t:
+                return em

@@ -54,3 +54,59 @@ def header_value(head: str, key: str):
         return 0.0
     m = _NUM.match(head, j + 1)
     return float(m.group(1)) if m else 0.0
+
+
+def atomic_write(path: str, payload: bytes) -> None:
+    """Write ``payload`` to a temporary file beside ``path`` and rename it into place, so a
+    failure never leaves a half-written file."""
+    import os
+    import tempfile
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def byte_order() -> str:
+    import sys
+    return "little_endian" if sys.byteorder == "little" else "big_endian"
+
+
+def nanobragg_header(h: dict) -> bytes:
+    """The 512-byte SMV header nanoBragg writes, from values in its units (mm, A, deg).
+
+    Keys of ``h``: fpixels, spixels, pixel_mm, distance_mm, wavelength_A, Xbeam_mm, Ybeam_mm,
+    Fbeam_mm, Sbeam_mm, detsize_s_mm, dials_origin (3 mm), ORGX, ORGY, close_distance_mm,
+    phi_deg, osc_deg, twotheta_deg.  Numbers use C's %g, as nanoBragg prints them.
+    """
+    px = h["pixel_mm"]
+    o = h["dials_origin"]
+    text = (
+        "{\nHEADER_BYTES=512;\nDIM=2;\n"
+        f"BYTE_ORDER={byte_order()};\nTYPE=unsigned_short;\n"
+        "SIZE1=%d;\nSIZE2=%d;\nPIXEL_SIZE=%g;\nDISTANCE=%g;\n" % (h["fpixels"], h["spixels"], px, h["distance_mm"])
+        + "WAVELENGTH=%g;\n" % h["wavelength_A"]
+        + "BEAM_CENTER_X=%g;\nBEAM_CENTER_Y=%g;\n" % (h["Xbeam_mm"], h["Ybeam_mm"])
+        + "ADXV_CENTER_X=%g;\nADXV_CENTER_Y=%g;\n" % (h["Fbeam_mm"], h["detsize_s_mm"] - h["Sbeam_mm"])
+        + "MOSFLM_CENTER_X=%g;\nMOSFLM_CENTER_Y=%g;\n" % (h["Sbeam_mm"] - 0.5 * px, h["Fbeam_mm"] - 0.5 * px)
+        + "DENZO_X_BEAM=%g;\nDENZO_Y_BEAM=%g;\n" % (h["Sbeam_mm"], h["Fbeam_mm"])
+        + "DIALS_ORIGIN=%g,%g,%g\n" % tuple(o)
+        + "XDS_ORGX=%g;\nXDS_ORGY=%g;\n" % (h["ORGX"], h["ORGY"])
+        + "CLOSE_DISTANCE=%g;\n" % h["close_distance_mm"]
+        + "PHI=%g;\nOSC_START=%g;\nOSC_RANGE=%g;\n" % (h["phi_deg"], h["phi_deg"], h["osc_deg"])
+        + "TWOTHETA=%g;\n" % h["twotheta_deg"]
+        + "DETECTOR_SN=000;\nBEAMLINE=fake;\n}\f"
+    )
+    raw = text.encode("ascii")
+    return raw.ljust(512, b" ") if len(raw) < 512 else raw
+
+
+def write_smv(path: str, data: np.ndarray, header: bytes) -> None:
+    """``header`` followed by ``data`` as native-order unsigned shorts, fast-major."""
+    atomic_write(path, header + np.ascontiguousarray(data, dtype=np.uint16).tobytes())
