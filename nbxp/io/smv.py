@@ -34,12 +34,16 @@ def read_smv(path: str, flag: str) -> tuple[str, np.ndarray]:
     if not w or not h or w < 1 or h < 1:
         raise InputError(f"{flag}: {path} has no usable SIZE1/SIZE2 in its header")
     w, h = int(w), int(h)
-    order = head.rsplit("BYTE_ORDER=", 1)[-1][:10] if "BYTE_ORDER=" in head else "little_end"
-    dt = np.dtype(">u2") if order.startswith("big_endian") else np.dtype("<u2")
     need = hb + 2 * w * h
     if len(raw) < need:
         raise InputError(f"{flag}: {path} is truncated: {len(raw)} bytes, expected {need} for {w}x{h} pixels")
-    data = np.frombuffer(raw[hb:need], dtype=dt).reshape(h, w)
+    import fabio  # the community's image reader decodes the pixels (byte order, type)
+    try:
+        data = np.asarray(fabio.open(path).data)
+    except Exception as e:  # fabio raises many kinds on malformed files
+        raise InputError(f"{flag}: {path} could not be read as an SMV image ({type(e).__name__})") from None
+    if data.shape != (h, w):
+        raise InputError(f"{flag}: {path} holds {data.shape[1]}x{data.shape[0]} pixels, header says {w}x{h}")
     return head, data
 
 
