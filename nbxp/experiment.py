@@ -32,6 +32,7 @@ class Experiment:
     incident: object  # (S, 3) unit vectors along the beam
     lambdas: object  # (S,) m
     orient: object  # (Nrot, 3, 3) cell vectors a, b, c (m) per phi step and domain
+    orient_rows: object  # (3*Nrot, 3) the same, row j*Nrot + r = vector j of orientation r
     recip: object  # (3, 3) reciprocal cell (1/A), for spot shapes
     N: tuple[float, float, float]
     shape: str
@@ -155,6 +156,7 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
 
     return Experiment(
         geom=geom, incident=incident, lambdas=lambdas, orient=orient,
+        orient_rows=xp.reshape(xp.permute_dims(orient, (1, 0, 2)), (-1, 3)),
         recip=xp.asarray(vecs.reciprocal, dtype=dtype), N=N, shape=cr.shape, fudge=cr.fudge,
         F=Fs, interpolate=interpolate, polar_axis=xp.asarray(polar_u, dtype=dtype),
         kahn=beam.kahn_factor, nopolar=beam.nopolar, oversample=oversample,

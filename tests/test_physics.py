@@ -17,6 +17,12 @@ ROUND_NORM = 0.723601254558268
 SINC3_FIRST_ZERO = 4.493409457909064  # first positive root of tan x = x
 
 
+def cf(xp, a):
+    """Components-first array: (..., 3) input -> (3, ...) as the physics functions take."""
+    a = np.asarray(a, dtype=float)
+    return xp.asarray(np.ascontiguousarray(np.moveaxis(a, -1, 0)), dtype=xp.float64)
+
+
 def f64(xp, v):
     return xp.asarray(np.asarray(v, dtype=np.float64), dtype=xp.float64)
 
@@ -96,7 +102,7 @@ def test_lattice_square_is_product_of_gratings(xp):
     rng = np.random.default_rng(1)
     hkl = rng.uniform(-3, 3, size=(40, 3))
     N = (3.0, 4.0, 7.0)
-    out = to_numpy(lattice_factor(f64(xp, hkl), N, SHAPE_SQUARE, 1.0, f64(xp, RECIP), xp=xp))
+    out = to_numpy(lattice_factor(cf(xp, hkl), N, SHAPE_SQUARE, 1.0, f64(xp, RECIP), xp=xp))
     ref = np.ones(len(hkl))
     for i, n in enumerate(N):
         x = np.pi * hkl[:, i]
@@ -107,15 +113,15 @@ def test_lattice_square_is_product_of_gratings(xp):
 def test_lattice_square_axes_with_one_cell_contribute_one(xp):
     rng = np.random.default_rng(2)
     hkl = rng.uniform(-3, 3, size=(30, 3))
-    out = to_numpy(lattice_factor(f64(xp, hkl), (1.0, 5.0, 1.0), SHAPE_SQUARE, 1.0, f64(xp, RECIP), xp=xp))
+    out = to_numpy(lattice_factor(cf(xp, hkl), (1.0, 5.0, 1.0), SHAPE_SQUARE, 1.0, f64(xp, RECIP), xp=xp))
     x = np.pi * hkl[:, 1]
     np.testing.assert_allclose(out, np.sin(5 * x) / np.sin(x), rtol=1e-10, atol=1e-10)
-    ones = to_numpy(lattice_factor(f64(xp, hkl), (1.0, 1.0, 1.0), SHAPE_SQUARE, 1.0, f64(xp, RECIP), xp=xp))
+    ones = to_numpy(lattice_factor(cf(xp, hkl), (1.0, 1.0, 1.0), SHAPE_SQUARE, 1.0, f64(xp, RECIP), xp=xp))
     np.testing.assert_array_equal(ones, np.ones(len(hkl)))
 
 
 def test_lattice_square_peak_value(xp):
-    out = to_numpy(lattice_factor(f64(xp, [[0.0, 0.0, 0.0], [2.0 + 1e-7, -1.0 + 1e-7, 3.0 - 1e-7]]),
+    out = to_numpy(lattice_factor(cf(xp, [[0.0, 0.0, 0.0], [2.0 + 1e-7, -1.0 + 1e-7, 3.0 - 1e-7]]),
                                   (3.0, 4.0, 5.0), SHAPE_SQUARE, 1.0, f64(xp, RECIP), xp=xp))
     np.testing.assert_allclose(np.abs(out), 60.0, rtol=1e-6)
 
@@ -124,7 +130,7 @@ def test_lattice_square_peak_value(xp):
 def test_lattice_shapes_at_lattice_points(xp, shape, peak):
     hkl = [[0.0, 0.0, 0.0], [1.0, -2.0, 3.0], [-4.0, 5.0, 0.0]]
     N = (3.0, 4.0, 5.0)
-    out = to_numpy(lattice_factor(f64(xp, hkl), N, shape, 1.0, f64(xp, RECIP), xp=xp))
+    out = to_numpy(lattice_factor(cf(xp, hkl), N, shape, 1.0, f64(xp, RECIP), xp=xp))
     np.testing.assert_allclose(out, 60.0 * peak, rtol=1e-12)
 
 
@@ -132,7 +138,7 @@ def test_lattice_round_closed_form(xp):
     rng = np.random.default_rng(3)
     hkl = rng.uniform(-4, 4, size=(50, 3))
     N, fudge = (3.0, 4.0, 5.0), 1.3
-    out = to_numpy(lattice_factor(f64(xp, hkl), N, SHAPE_ROUND, fudge, f64(xp, RECIP), xp=xp))
+    out = to_numpy(lattice_factor(cf(xp, hkl), N, SHAPE_ROUND, fudge, f64(xp, RECIP), xp=xp))
     d = hkl - np.round(hkl)
     r = np.pi * np.sqrt(np.sum((d * np.array(N)) ** 2, axis=1) * fudge)
     ref = 60.0 * ROUND_NORM * 3.0 * (np.sin(r) - r * np.cos(r)) / r ** 3
@@ -143,7 +149,7 @@ def test_lattice_gauss_closed_form(xp):
     rng = np.random.default_rng(4)
     hkl = rng.uniform(-4, 4, size=(50, 3))
     N, fudge = (2.0, 3.0, 4.0), 0.7
-    out = to_numpy(lattice_factor(f64(xp, hkl), N, SHAPE_GAUSS, fudge, f64(xp, RECIP), xp=xp))
+    out = to_numpy(lattice_factor(cf(xp, hkl), N, SHAPE_GAUSS, fudge, f64(xp, RECIP), xp=xp))
     d = hkl - np.round(hkl)
     dq = d @ RECIP  # 1/A
     ref = 24.0 * np.exp(-np.sum(dq * dq, axis=1) * 24.0 ** 2 / 0.63 * fudge)
@@ -155,7 +161,7 @@ def test_lattice_tophat_zero_far_from_lattice_points(xp):
     # |d* NaNbNc|^2 for d = (0.4, 0, 0): (0.4/50 * 125)^2 = 1.0 > 0.3969 -> outside
     # d = (0.02, 0, 0): (0.05)^2 = 0.0025 < 0.3969 -> inside
     hkl = [[2.4, 1.0, 0.0], [0.5, 0.5, 0.5], [3.02, -1.0, 2.0], [1.0, 1.0, 1.0]]
-    out = to_numpy(lattice_factor(f64(xp, hkl), N, SHAPE_TOPHAT, 1.0, f64(xp, RECIP), xp=xp))
+    out = to_numpy(lattice_factor(cf(xp, hkl), N, SHAPE_TOPHAT, 1.0, f64(xp, RECIP), xp=xp))
     np.testing.assert_array_equal(out, [0.0, 0.0, 125.0, 125.0])
 
 
@@ -243,17 +249,17 @@ def test_nearest_grid_lookup_and_default_outside(xp):
     sf = _sf(xp)
     F = _grid_values()
     pts = np.array([[-4, -3, -5], [5, 4, 3], [0, 0, 0], [2, -1, 1], [-3, 4, -5]], dtype=float)
-    out = to_numpy(sf.nearest(f64(xp, pts)))
+    out = to_numpy(sf.nearest(cf(xp, pts)))
     ref = [F[int(h) - MINS[0], int(k) - MINS[1], int(l) - MINS[2]] for h, k, l in pts]
     np.testing.assert_array_equal(out, ref)
     outside = np.array([[-5, 0, 0], [6, 0, 0], [0, -4, 0], [0, 5, 0], [0, 0, -6], [0, 0, 4], [9, 9, 9]],
                        dtype=float)
-    np.testing.assert_array_equal(to_numpy(sf.nearest(f64(xp, outside))), 7.5)
+    np.testing.assert_array_equal(to_numpy(sf.nearest(cf(xp, outside))), 7.5)
 
 
 def test_nearest_empty_table_gives_default(xp):
     sf = _sf(xp, default_F=3.25, count=0)
-    out = to_numpy(sf.nearest(f64(xp, [[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])))
+    out = to_numpy(sf.nearest(cf(xp, [[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])))
     np.testing.assert_array_equal(out, [3.25, 3.25])
 
 
@@ -264,8 +270,8 @@ def test_tricubic_reproduces_cubic_polynomials(xp):
     lo = np.array(MINS) + 2.0
     hi = np.array(MINS) + np.array(SHAPE) - 1 - 2.0
     pts = rng.uniform(lo, hi, size=(200, 3))
-    assert not np.any(to_numpy(sf.out_of_interpolation_range(f64(xp, pts))))
-    out = to_numpy(sf.tricubic(f64(xp, pts)))
+    assert not np.any(to_numpy(sf.out_of_interpolation_range(cf(xp, pts))))
+    out = to_numpy(sf.tricubic(cf(xp, pts)))
     ref = _poly(pts[:, 0], pts[:, 1], pts[:, 2])
     np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9)
 
@@ -274,7 +280,7 @@ def test_tricubic_equals_grid_at_integer_points(xp):
     sf = _sf(xp)
     F = _grid_values()
     pts = np.array([[h, k, l] for h in range(-2, 4) for k in (-1, 0, 2) for l in (-3, 0, 1)], dtype=float)
-    out = to_numpy(sf.tricubic(f64(xp, pts)))
+    out = to_numpy(sf.tricubic(cf(xp, pts)))
     ref = np.array([F[int(h) - MINS[0], int(k) - MINS[1], int(l) - MINS[2]] for h, k, l in pts])
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-10)
 
@@ -283,7 +289,7 @@ def test_tricubic_is_not_exact_for_quartic(xp):
     # guards against a trivially exact test: degree 4 is beyond the 4-point stencil
     F = np.fromfunction(lambda i, j, k: (i - 4.0) ** 4, SHAPE)
     sf = StructureFactors(f64(xp, F.reshape(-1)), SHAPE, MINS, F.size, 0.0, xp=xp)
-    out = to_numpy(sf.tricubic(f64(xp, [[0.5, 0.0, 0.0]])))
+    out = to_numpy(sf.tricubic(cf(xp, [[0.5, 0.0, 0.0]])))
     # Lagrange error for x^4 on nodes -1,0,1,2: x^4 - p(x) = (x+1)x(x-1)(x-2) = 0.5625 at 0.5
     np.testing.assert_allclose(out, [0.0625 - 0.5625], rtol=1e-12)
 
@@ -304,5 +310,5 @@ def test_out_of_interpolation_range_edges(xp):
             expect.append(bad)
     pts.append(centre)
     expect.append(False)
-    out = to_numpy(sf.out_of_interpolation_range(f64(xp, np.array(pts))))
+    out = to_numpy(sf.out_of_interpolation_range(cf(xp, np.array(pts))))
     np.testing.assert_array_equal(out, expect)
