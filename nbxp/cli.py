@@ -8,6 +8,7 @@ flag or file, a non-zero exit status, and no output file written.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -63,7 +64,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
         _writable(path, flag)
     _check_memory(cfg.detector.fpixels, cfg.detector.spixels)
     xp = resolve_namespace(np)
-    exp = build_experiment(cfg, xp=xp, dtype=xp.float64)
+    exp = build_experiment(cfg, xp=xp, dtype=getattr(xp, s.dtype))
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:
         p(w)
@@ -78,7 +79,8 @@ def run(argv: list[str], out=sys.stdout) -> int:
     for line in summary_lines(exp, cfg, s):
         p(line)
     out.flush()
-    img, interp = render(exp)
+    with progress_bar(exp, s.progress) as tick:
+        img, interp = render(exp, threads=s.threads, progress=tick)
     if interp.trigger is not None:
         _, h, k, l, h0, k0, l0 = interp.trigger
         p(f"WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: {h:g},{k:g},{l:g},{h0},{k0},{l0} ")
@@ -113,6 +115,24 @@ def run(argv: list[str], out=sys.stdout) -> int:
         p(f"writing {s.noisefile} as 2-byte integers")
         write_smv(s.noisefile, noisy, header)
     return 0
+
+
+@contextlib.contextmanager
+def progress_bar(exp, wanted: bool):
+    """A tqdm bar on stderr counting rendered pixels; silent with -noprogress, when stderr
+    is not a terminal, or for runs shorter than about two seconds (tqdm's delay)."""
+    if not wanted or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+    fmin, fmax, smin, smax = exp.roi
+    g = exp.geom
+    total = (min(fmax, g.fpixels - 1) - max(fmin, 0) + 1) * (min(smax, g.spixels - 1) - max(smin, 0) + 1)
+    if exp.mask is not None:
+        total = int(exp.mask[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1].sum())
+    with tqdm(total=total, unit="px", unit_scale=True, delay=2.0, file=sys.stderr, leave=False,
+              desc="rendering") as bar:
+        yield bar.update
 
 
 def header_values(exp) -> dict:

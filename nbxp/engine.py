@@ -23,6 +23,9 @@ switches interpolation off for it and for everything after it.
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,7 +105,11 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
     # Miller indices for every orientation, h = a.S: components first, then sub-path
     # (sub-pixel, source, orientation: nanoBragg's order), pixels last: (3, L, P)
     R = exp.orient.shape[0]
-    hkl = xp.matmul(exp.orient_rows, scat)  # (Q, S, 3R, P), rows j*R + r
+    # three multiply-adds rather than matmul: BLAS gains nothing on a 3-long inner axis and
+    # its own threads would fight the tile threads
+    W = exp.orient_rows  # (3R, 3), rows j*R + r
+    hkl = W[:, 0:1] * scat[:, :, None, 0, :] + W[:, 1:2] * scat[:, :, None, 1, :]
+    hkl += W[:, 2:3] * scat[:, :, None, 2, :]  # (Q, S, 3R, P)
     hkl = xp.reshape(xp.permute_dims(xp.reshape(hkl, (Q, S, 3, R, P)), (2, 0, 1, 3, 4)), (3, Q * S * R, P))
     F_latt = lattice_factor(hkl, exp.N, exp.shape, exp.fudge, exp.recip, xp=xp)  # (L, P)
 
@@ -198,23 +205,68 @@ def tile_size(exp: Experiment, budget: int = DEFAULT_TILE_EVALUATIONS) -> int:
     return max(1, budget // max(per_pixel, 1))
 
 
-def render(exp: Experiment, *, tile_budget: int = DEFAULT_TILE_EVALUATIONS, progress=None):
-    """The float image (spixels, fpixels) in ``exp.dtype`` on ``exp.xp``, and the state of
-    interpolation at the end (for the one-time fallback warning)."""
-    xp, g = exp.xp, exp.geom
-    state = InterpolationState(active=exp.interpolate)
-    P = tile_size(exp, tile_budget)
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def tiles(exp: Experiment, tile_pixels: int):
+    """Host arrays of flat pixel indices, in nanoBragg's pixel order, ``tile_pixels`` each."""
+    g = exp.geom
     rows_per_block = max(1, min(g.spixels, (1 << 20) // max(g.fpixels, 1)))
-    values, chosen = [], []
     for r0 in range(0, g.spixels, rows_per_block):
         sel = selected_pixels(exp, range(r0, min(r0 + rows_per_block, g.spixels)))
-        for t0 in range(0, sel.shape[0], P):
-            ids = sel[t0:t0 + P]
-            values.append(tile_values(exp, xp.asarray(ids), state))
+        for t0 in range(0, sel.shape[0], tile_pixels):
+            yield sel[t0:t0 + tile_pixels]
+
+
+def render(exp: Experiment, *, tile_budget: int = DEFAULT_TILE_EVALUATIONS, threads: int | None = None,
+           progress=None):
+    """The float image (spixels, fpixels) in ``exp.dtype`` on ``exp.xp``, and the state of
+    interpolation at the end (for the one-time fallback warning).
+
+    Tiles run on ``threads`` worker threads (default: every core this process may use);
+    NumPy releases the GIL inside its array operations, so they overlap.  Results are
+    gathered in tile order, so the image does not depend on the thread count.  A run with
+    interpolation on goes tile by tile in order: where interpolation switches off depends
+    on every evaluation before it.  ``progress(n)`` is called with each tile's pixel count.
+    """
+    xp = exp.xp
+    state = InterpolationState(active=exp.interpolate)
+    P = tile_size(exp, tile_budget)
+    threads = default_threads() if threads is None else max(1, int(threads))
+    values, chosen = [], []
+
+    def one(ids):
+        return tile_values(exp, xp.asarray(ids), state)
+
+    if threads == 1 or exp.interpolate or getattr(xp, "__name__", "").endswith("cupy"):
+        for ids in tiles(exp, P):
+            values.append(one(ids))
             chosen.append(ids)
             if progress is not None:
                 progress(ids.shape[0])
+    else:
+        window = 4 * threads  # tiles in flight: bounds memory whatever the detector size
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            pending = deque()
+            for ids in tiles(exp, P):
+                pending.append((ids, pool.submit(one, ids)))
+                while len(pending) >= window:
+                    _collect(pending, values, chosen, progress)
+            while pending:
+                _collect(pending, values, chosen, progress)
     return assemble(exp, chosen, values), state
+
+
+def _collect(pending, values, chosen, progress):
+    ids, fut = pending.popleft()
+    values.append(fut.result())
+    chosen.append(ids)
+    if progress is not None:
+        progress(ids.shape[0])
 
 
 def assemble(exp: Experiment, chosen: list, values: list):

@@ -183,6 +183,8 @@ class State:
     seed: Optional[int] = None
     mosaic_seed: int = 12345678
     water_size: float = 0.0
+    threads: Optional[int] = None
+    dtype: str = "float64"
     warnings: list = field(default_factory=list)
 
 
@@ -465,7 +467,29 @@ FLAGS: list[Flag] = [
     Flag(("-water",), 1, _scalar("water_size", _finite, 1e-6), G_SAMP, "water background thickness (um)", "UM"),
 ]
 
-_ALL_NAMES = sorted({n for f in FLAGS for n in f.names})
+def _threads(s, v, flag=None):
+    n = _int(flag, v[0])
+    if n < 1:
+        raise UsageError(f"{flag}: expected a positive number of threads, got {v[0]!r}")
+    s.threads = n
+
+
+def _dtype(s, v, flag=None):
+    if v[0] not in ("float32", "float64"):
+        raise UsageError(f"{flag}: expected float32 or float64, got {v[0]!r}")
+    s.dtype = v[0]
+
+
+#: nbxp's own options (double dash, matched exactly; nanoBragg has none of these)
+NBXP_FLAGS: list[Flag] = [
+    Flag(("--threads",), 1, _threads, "nbxp", "worker threads for the CPU engine (default: all cores)", "N",
+         match=_exact("--threads")),
+    Flag(("--dtype",), 1, _dtype, "nbxp",
+         "engine precision: float64 (default, nanoBragg's) or float32 (faster, correlation >= 0.9999)",
+         "float32|float64", match=_exact("--dtype")),
+]
+
+_ALL_NAMES = sorted({n for f in FLAGS + NBXP_FLAGS for n in f.names})
 
 
 @dataclass
@@ -509,7 +533,7 @@ def parse_args(argv: list[str], cwd: str = ".") -> Parsed:
         if not tok.startswith("-") or tok == "-":
             raise UsageError(f"unexpected argument {tok!r} (values follow their flag; see -h)")
         matched = []
-        for f in FLAGS:
+        for f in (NBXP_FLAGS if tok.startswith("--") else FLAGS):
             if f.matches(tok):
                 matched.append(f)
                 if f.stop:
@@ -680,5 +704,7 @@ def get_parser() -> argparse.ArgumentParser:
             kw["nargs"] = "+"
             kw["metavar"] = f.metavar
         g.add_argument(*names, dest=f.names[0].lstrip("-"), **kw)
-    groups.setdefault("nbxp", p.add_argument_group("nbxp"))
+    g = p.add_argument_group("nbxp options (not in nanoBragg)")
+    for f in NBXP_FLAGS:
+        g.add_argument(*f.names, dest=f.names[0].lstrip("-"), nargs=f.nargs, metavar=f.metavar, help=f.help)
     return p

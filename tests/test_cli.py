@@ -253,3 +253,41 @@ def test_misset_random_is_reproducible_and_its_printed_angles_repeat_it(tmp_path
     assert np.abs(a - c).max() <= 1e-4 * a.max()  # angles printed to 1e-6 deg
     p4 = run_nbxp(args + ["-misset", "random", "-misset_seed", "6", "-floatfile", "d.bin"], tmp_path)
     assert not np.array_equal(a, np.fromfile(tmp_path / "d.bin", np.float32))
+
+
+# ---------------------------------------------------------------- threads and precision
+
+def test_image_does_not_depend_on_threads_or_tile_size():
+    from nbxp.api import resolve_namespace
+    from nbxp.engine import render
+    from nbxp.experiment import build_experiment
+    cfg = cfg_of("-mosaic", "0.5", "-mosaic_dom", "3", "-oversample", "2", "-dmin", "20")
+    xp = resolve_namespace(np)
+    ref, _ = render(build_experiment(cfg, xp=xp, dtype=xp.float64), threads=1)
+    assert np.asarray(ref).max() > 0
+    for threads, budget in ((2, 1 << 14), (2, 1 << 8), (3, 1 << 11)):
+        img, _ = render(build_experiment(cfg, xp=xp, dtype=xp.float64), threads=threads, tile_budget=budget)
+        np.testing.assert_array_equal(np.asarray(img), np.asarray(ref))
+
+
+def test_float32_engine_agrees_with_float64(tmp_path):
+    args = BASE + ["-misset", "10", "20", "30", "-phisteps", "3", "-osc", "0.5", "-detpixels", "64"]
+    for dt in ("float64", "float32"):
+        p = run_nbxp(args + ["--dtype", dt, "--threads", "2", "-floatfile", f"{dt}.bin", "-nonoise", "-nopgm"],
+                     tmp_path)
+        assert p.returncode == 0, p.stderr
+    a = np.fromfile(tmp_path / "float64.bin", np.float32).astype(np.float64)
+    b = np.fromfile(tmp_path / "float32.bin", np.float32).astype(np.float64)
+    assert np.corrcoef(a, b)[0, 1] >= 0.9999
+    assert b.sum() / a.sum() == pytest.approx(1.0, abs=1e-3)
+    assert not np.array_equal(a, b)  # really ran in single precision
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--threads", "0"], "--threads: expected a positive number of threads"),
+    (["--dtype", "float16"], "--dtype: expected float32 or float64"),
+    (["--thread", "2"], "unknown flag --thread"),
+])
+def test_bad_nbxp_options(extra, message, tmp_path):
+    p = run_nbxp(BASE + extra, tmp_path)
+    assert p.returncode != 0 and message in p.stderr and os.listdir(tmp_path) == []
