@@ -36,9 +36,10 @@ from .geometry import capture_fraction, solid_angle, subpixel_positions
 from .physics import lattice_factor, polarization
 from .vectors import unitize
 
-#: sub-path evaluations per tile: keeps the temporaries of a tile in the CPU caches (measured
-#: optimum on a 2-core EPYC: 2^14; 2^17 is 3x slower)
-DEFAULT_TILE_EVALUATIONS = 1 << 14
+#: float64 sub-path evaluations per tile (twice as many in float32): small enough for the
+#: temporaries to stay in cache, large enough that NumPy's per-call overhead (and the GIL it
+#: holds) stays small; measured on a 2-core EPYC, 2^13 and 2^17 are both >1.5x slower
+DEFAULT_TILE_EVALUATIONS = 1 << 15
 
 
 @dataclass
@@ -199,6 +200,8 @@ def _with_interpolation(exp, hkl, hkl0, F_nearest, evaluated, idx, state):
 
 
 def tile_size(exp: Experiment, budget: int = DEFAULT_TILE_EVALUATIONS) -> int:
+    if exp.dtype == exp.xp.float32:
+        budget *= 2
     per_pixel = exp.thicksteps * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
     if exp.interpolate:
         per_pixel *= 4  # the 64-point stencil keeps a few more temporaries alive
@@ -279,7 +282,7 @@ def assemble(exp: Experiment, chosen: list, values: list):
     ids = np.concatenate(chosen)
     selected = np.zeros(npix, dtype=bool)
     selected[ids] = True
-    rank = np.cumsum(selected) - 1
+    rank = np.cumsum(selected, dtype=np.int64 if npix >= 2**31 else np.int32) - 1
     rank[~selected] = ids.shape[0]  # points at the appended zero
     vals = xp.concat(values + [xp.zeros((1,), dtype=exp.dtype)])
     img = xp.take(vals, xp.asarray(rank), axis=0)
