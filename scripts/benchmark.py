@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Time nbxp (each precision) against a nanoBragg binary on a fixed set of simulations.
+
+    python scripts/benchmark.py [--c-bin PATH] [--repeats 3] [--threads N] [--only a,b]
+                                [--json out.json] [--markdown out.md]
+
+Runs alternate between programs (so drifts in machine load hit both), each in a fresh
+temporary directory with the inputs it needs, and report the median wall time, the ratio
+to nanoBragg (its time / nbxp's: > 1 means nbxp is faster), the peak resident memory of
+each process, and the correlation of each float image with nanoBragg's (or with nbxp
+float64's when no binary is given).  Noise and PGM outputs are switched off for every
+program: the benchmark measures the simulation.  Inputs come from ../shared/reference/inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+INPUTS = HERE.parent.parent / "shared" / "reference" / "inputs"
+
+PILATUS = ("-mat A.mat -hkl scaled.hkl -nointerpolate -oversample 1 -exposure 1 -flux 1e18 -beamsize 1.0 "
+           "-spindle_axis -1 0 0 -Xbeam 217.742295 -Ybeam 213.907080 -distance 231.274660 -lambda 0.976800 "
+           "-pixel 0.172 -detpixels_x 2463 -detpixels_y 2527 -odet_vector -0.000088 0.004914 -0.999988 "
+           "-sdet_vector -0.005998 -0.999970 -0.004913 -fdet_vector 0.999982 -0.005998 -0.000118 "
+           "-pix0_vector_mm -216.336293 215.205512 -230.200866 -beam_vector 0.00051387949 0.0 -0.99999986 "
+           "-Na 36 -Nb 47 -Nc 29 -osc 0.1 -phi 0 -phisteps 10 -detector_rotx 0 -detector_roty 0 "
+           "-detector_rotz 0 -twotheta 0")
+
+CASES = {
+    "simple_cubic": "-cell 100 100 100 90 90 90 -lambda 6.2 -N 5 -default_F 100 -distance 100 -detsize 102.4 "
+                    "-pixel 0.1",
+    "triclinic_P1": "-misset -89.968546 -31.328953 177.753396 -cell 70 80 90 75 85 95 -default_F 100 -N 5 "
+                    "-lambda 1.0 -detpixels 512",
+    "pilatus_frame": PILATUS,
+    "heavy_composite": "-cell 70 80 90 75 85 95 -default_F 100 -N 6 -mosaic 0.4 -mosaic_dom 6 -phi 0.5 -osc 60 "
+                       "-phisteps 6 -detector_rotx 2 -detector_roty 3 -detector_rotz 4 -twotheta 8 "
+                       "-detector_abs 300 -detector_thick 200 -thicksteps 4 -polar 0.9 -lambda 1 -distance 100 "
+                       "-detpixels 512",
+}
+TIME = shutil.which("time") or "/usr/bin/time"
+COMMON = ["-nonoise", "-nopgm", "-noprogress", "-floatfile", "float.bin", "-intfile", "int.img"]
+
+
+def run_once(cmd: list[str], args: list[str], env: dict) -> dict:
+    """Wall time, peak RSS (MB) and the float image of one run in a fresh directory."""
+    with tempfile.TemporaryDirectory() as d:
+        for f in os.listdir(INPUTS):
+            if f in args:
+                shutil.copy(INPUTS / f, d)
+        # GNU time reports the peak RSS of the program itself (a fork of this script would
+        # count our own memory too)
+        rss_file = Path(d) / ".rss"
+        t0 = time.perf_counter()
+        p = subprocess.run([TIME, "-f", "%M", "-o", str(rss_file)] + cmd + args + COMMON, cwd=d, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            err = p.stderr.decode(errors="replace")
+            raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {err[-300:]}")
+        rss_mb = float(rss_file.read_text().split()[-1]) / 1024.0
+        img = np.fromfile(Path(d) / "float.bin", np.float32).astype(np.float64)
+    return {"wall": wall, "rss_mb": rss_mb, "image": img}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--c-bin", help="nanoBragg binary to compare with")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="nbxp --threads and OMP_NUM_THREADS (default: all)")
+    ap.add_argument("--only", default="", help="comma-separated case names")
+    ap.add_argument("--json", default="benchmark.json")
+    ap.add_argument("--markdown", default="benchmark.md")
+    a = ap.parse_args()
+    threads = a.threads or len(os.sched_getaffinity(0))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    programs = {}
+    if a.c_bin:
+        programs["nanoBragg"] = [a.c_bin]
+    for dt in ("float64", "float32"):
+        programs[f"nbxp {dt}"] = [sys.executable, "-m", "nbxp", "--dtype", dt, "--threads", str(threads)]
+    names = [n for n in CASES if not a.only or n in a.only.split(",")]
+    results = []
+    for name in names:
+        args = CASES[name].split()
+        runs = {p: [] for p in programs}
+        for _ in range(a.repeats):
+            for prog, cmd in programs.items():  # alternate programs within each repeat
+                runs[prog].append(run_once(cmd, args, env))
+        ref_prog = "nanoBragg" if "nanoBragg" in runs else "nbxp float64"
+        ref_img = runs[ref_prog][0]["image"]
+        ref_time = statistics.median(r["wall"] for r in runs[ref_prog])
+        for prog, rs in runs.items():
+            t = statistics.median(r["wall"] for r in rs)
+            img = rs[0]["image"]
+            corr = float(np.corrcoef(img, ref_img)[0, 1]) if img.std() and ref_img.std() else float("nan")
+            results.append({"case": name, "program": prog, "threads": threads, "median_s": round(t, 3),
+                            "ratio_vs_" + ref_prog.replace(" ", "_"): round(ref_time / t, 3),
+                            "peak_rss_mb": round(max(r["rss_mb"] for r in rs), 1),
+                            "corr_vs_" + ref_prog.replace(" ", "_"): corr})
+            print(json.dumps(results[-1]), flush=True)
+    Path(a.json).write_text(json.dumps(results, indent=1))
+    lines = ["| case | program | median (s) | speed vs reference | peak RSS (MB) | correlation |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        ratio = next(v for k, v in r.items() if k.startswith("ratio_vs"))
+        corr = next(v for k, v in r.items() if k.startswith("corr_vs"))
+        lines.append(f"| {r['case']} | {r['program']} | {r['median_s']:.2f} | {ratio:.2f}x | {r['peak_rss_mb']:.0f} "
+                     f"| {corr:.6f} |")
+    Path(a.markdown).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
