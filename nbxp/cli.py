@@ -49,7 +49,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     from .io.fdump import write_fdump
     from .io.pgm import write_pgm
     from .io.smv import atomic_write, nanobragg_header, write_smv
-    from .engine import render
+    from .engine import render, rendered_mask
     from .experiment import build_experiment
     from .flags import parse_args
     from .report import summary_lines
@@ -86,11 +86,8 @@ def run(argv: list[str], out=sys.stdout) -> int:
         p(f"WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: {h:g},{k:g},{l:g},{h0},{k0},{l0} ")
         p("WARNING: further warnings will not be printed! ")
     img32 = np.asarray(img, dtype=np.float64).astype(np.float32)
-    rendered = np.zeros(img32.shape, dtype=bool)
+    rendered = rendered_mask(exp)
     fmin, fmax, smin, smax = exp.roi
-    rendered[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
-    if exp.mask is not None:
-        rendered &= exp.mask
     st = image_stats(img32, rendered, exp.roi, exp.geom.pixel_size, exp.oversample)
     box = np.zeros(img32.shape, dtype=bool)
     box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True

@@ -65,6 +65,17 @@ def selected_pixels(exp: Experiment, rows: range) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+def rendered_mask(exp: Experiment) -> np.ndarray:
+    """Host bool image of the pixels that are simulated: inside the ROI and not masked."""
+    g = exp.geom
+    fmin, fmax, smin, smax = exp.roi
+    m = np.zeros((g.spixels, g.fpixels), dtype=bool)
+    m[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
+    if exp.mask is not None:
+        m &= exp.mask
+    return m
+
+
 def tile_values(exp: Experiment, idx, state: InterpolationState):
     """Photons per pixel (array (P,)) for the flat pixel indices ``idx`` (array (P,)).
 

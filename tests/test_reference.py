@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import nbxp
+from nbxp.engine import rendered_mask
 from nbxp.stats import image_stats
 
 from .helpers import REFERENCE, requires_reference
@@ -85,12 +86,15 @@ def test_cli_matches_reference(name, tmp_path):
     _assert_stats(_stats_of(p.stdout), _reference_stats(name))
 
 
+def _case_config(name, tmp_path):
+    args, _ = _case(name)
+    return nbxp.config_from_args(args, cwd=str(_workdir(tmp_path, args)))
+
+
 @requires_reference
 @pytest.mark.parametrize("name", CASES)
 def test_library_matches_reference(name, tmp_path):
-    args, _ = _case(name)
-    d = _workdir(tmp_path, args)
-    cfg = nbxp.config_from_args(args, cwd=str(d))
+    cfg = _case_config(name, tmp_path)
     out = []
     img = nbxp.simulate(cfg, xp=np, experiment_out=out)
     assert img.dtype == np.float64
@@ -98,12 +102,7 @@ def test_library_matches_reference(name, tmp_path):
     assert img.shape == (exp.geom.spixels, exp.geom.fpixels)
     img32 = np.asarray(img).astype(np.float32)
     _assert_exact(img32.reshape(-1).astype(np.float64), _reference_image(name))
-    rendered = np.zeros(img.shape, bool)
-    fmin, fmax, smin, smax = exp.roi
-    rendered[smin:smax + 1, fmin:fmax + 1] = True
-    if exp.mask is not None:
-        rendered &= exp.mask
-    st = image_stats(img32, rendered, exp.roi, exp.geom.pixel_size, exp.oversample)
+    st = image_stats(img32, rendered_mask(exp), exp.roi, exp.geom.pixel_size, exp.oversample)
     _assert_stats(dict(max_I=st.max_I, max_x=st.max_I_x, max_y=st.max_I_y, mean=st.mean, rms=st.rms,
                        rmsd=st.rmsd), _reference_stats(name))
 
@@ -117,10 +116,7 @@ SMALL = ["cli_minimal", "mosaic", "div_disp", "oversample_flags", "interp_fallba
 def test_array_api_strict_matches_reference(name, tmp_path):
     """The same physics on array-api-strict (no NumPy-only calls) gives the reference image."""
     import array_api_strict as xs
-    args, _ = _case(name)
-    d = _workdir(tmp_path, args)
-    cfg = nbxp.config_from_args(args, cwd=str(d))
-    img = nbxp.simulate(cfg, xp=xs)
+    img = nbxp.simulate(_case_config(name, tmp_path), xp=xs)
     assert type(img).__module__.startswith("array_api_strict")
     x = np.from_dlpack(img).astype(np.float32).reshape(-1).astype(np.float64)
     _assert_exact(x, _reference_image(name))
@@ -131,9 +127,7 @@ def test_array_api_strict_matches_reference(name, tmp_path):
                                   "oversample_flags", "shape_gauss", "div_disp"])
 def test_float32_engine_is_close_to_reference(name, tmp_path):
     """Single precision: correlation >= 0.9999 and total within 0.1% (the 'close' class)."""
-    args, _ = _case(name)
-    d = _workdir(tmp_path, args)
-    img = nbxp.simulate(nbxp.config_from_args(args, cwd=str(d)), xp=np, dtype=np.float32)
+    img = nbxp.simulate(_case_config(name, tmp_path), xp=np, dtype=np.float32)
     assert img.dtype == np.float32
     x = np.asarray(img, np.float64).reshape(-1)
     y = _reference_image(name)
