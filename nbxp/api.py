@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from array_api_compat import array_namespace, is_array_api_obj
 
 from .config import SimConfig
 from .engine import render
@@ -28,7 +27,8 @@ def resolve_namespace(xp=None):
     if name == "cupy":
         import array_api_compat.cupy as xcp
         return xcp
-    if is_array_api_obj(xp):  # an array was passed: use its namespace
+    if hasattr(xp, "__array_namespace__"):  # an array was passed: use its namespace
+        from array_api_compat import array_namespace
         return array_namespace(xp)
     return xp
 
