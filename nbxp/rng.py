@@ -12,8 +12,20 @@ and every float32 rounding of the reference.  It is host-side Python: the sequen
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
+
+_F32_STRUCT = struct.Struct("f")
+
+
+def _f32(x: float) -> float:
+    """Round a double to the nearest float32 (as a C float assignment does); several times
+    cheaper than a NumPy scalar round trip in these serial loops."""
+    try:
+        return _F32_STRUCT.unpack(_F32_STRUCT.pack(x))[0]
+    except OverflowError:  # beyond float32's range: C gives +-inf
+        return math.copysign(math.inf, x)
 
 _IA = 16807
 _IM = 2147483647
@@ -23,6 +35,7 @@ _IR = 2836
 _NTAB = 32
 _NDIV = 1 + (_IM - 1) // _NTAB
 _RNMX = 1.0 - 1.2e-7
+_RNMX_F32 = float(np.float32(_RNMX))
 
 
 def _c_div(a: int, b: int) -> int:
@@ -58,12 +71,13 @@ class Ran1:
                 if j < _NTAB:
                     self.iv[j] = self.idum
             self.iy = self.iv[0]
-        self._step()
+        # Schrage's factorisation in the reference computes exactly (16807 idum) mod (2^31 - 1)
+        self.idum = idum = (_IA * self.idum) % _IM
         j = self.iy // _NDIV
-        self.iy = self.iv[j]
-        self.iv[j] = self.idum
-        temp = float(np.float32(_AM * self.iy))
-        return float(np.float32(_RNMX)) if temp > _RNMX else temp
+        self.iy = iy = self.iv[j]
+        self.iv[j] = idum
+        temp = _f32(_AM * iy)
+        return _RNMX_F32 if temp > _RNMX else temp
 
 
 def mosaic_rotation_umat(mosaicity: float, rng: Ran1) -> np.ndarray:
@@ -123,7 +137,7 @@ def gammln(xx: float) -> float:
     for c in _GAMMLN_COF:
         y += 1.0
         ser += c / y
-    return float(_F32(-tmp + math.log(2.5066282746310005 * ser / x)))
+    return _f32(-tmp + math.log(2.5066282746310005 * ser / x))
 
 
 class Deviates:
@@ -144,7 +158,7 @@ class Deviates:
         if self._spare is not None:
             v, self._spare = self._spare, None
             return v
-        f32, r = _F32, self.ran1
+        f32, r = _f32, self.ran1
         while True:
             v1 = float(f32(2.0 * r() - 1.0))
             v2 = float(f32(2.0 * r() - 1.0))
@@ -158,9 +172,9 @@ class Deviates:
     def poisson(self, xm: float) -> float:
         """A Poisson deviate of mean ``xm`` (a float32 value): multiplication of uniforms
         below 12, rejection from a Lorentzian up to 1e6, Gaussian above."""
-        f32, r = _F32, self.ran1
+        f32, r = _f32, self.ran1
         if xm > 1.0e6:
-            return float(f32(xm + math.sqrt(xm) * self.gauss()))
+            return f32(xm + math.sqrt(xm) * self.gauss())
         if xm < 12.0:
             if xm != self._oldm:
                 self._oldm = xm
