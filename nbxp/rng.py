@@ -38,46 +38,40 @@ _RNMX = 1.0 - 1.2e-7
 _RNMX_F32 = float(np.float32(_RNMX))
 
 
-def _c_div(a: int, b: int) -> int:
-    """Integer division truncating toward zero, as C's ``/`` on longs."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
 class Ran1:
     """Uniform deviates in (0, 1) as float32, identical to nanoBragg's ``ran1``.
 
     ``seed`` follows nanoBragg's convention: the generator is (re)initialised when the
     state is <= 0, so nanoBragg passes ``-abs(seed)``; ``Ran1(-12345678)`` reproduces its
-    default mosaic sequence.
+    default mosaic sequence.  Calling the object draws one deviate; the state lives in a
+    closure because noise images draw millions of them serially.
     """
 
     def __init__(self, seed: int):
-        self.idum = int(seed)
-        self.iy = 0
-        self.iv = [0] * _NTAB
+        idum = int(seed)
+        idum = 1 if -idum < 1 else -idum
+        iv = [0] * _NTAB
+        for j in range(_NTAB + 7, -1, -1):
+            # Schrage's factorisation in the reference computes exactly (16807 idum) mod (2^31 - 1)
+            idum = (_IA * idum) % _IM
+            if j < _NTAB:
+                iv[j] = idum
+        state = [idum, iv[0]]
+        pack, unpack = _F32_STRUCT.pack, _F32_STRUCT.unpack
 
-    def _step(self) -> None:
-        k = _c_div(self.idum, _IQ)
-        self.idum = _IA * (self.idum - k * _IQ) - _IR * k
-        if self.idum < 0:
-            self.idum += _IM
+        def draw() -> float:
+            idum = (_IA * state[0]) % _IM
+            j = state[1] // _NDIV
+            iy = iv[j]
+            iv[j] = idum
+            state[0], state[1] = idum, iy
+            temp = unpack(pack(_AM * iy))[0]
+            return _RNMX_F32 if temp > _RNMX else temp
+
+        self._draw = draw
 
     def __call__(self) -> float:
-        if self.idum <= 0 or not self.iy:
-            self.idum = 1 if -self.idum < 1 else -self.idum
-            for j in range(_NTAB + 7, -1, -1):
-                self._step()
-                if j < _NTAB:
-                    self.iv[j] = self.idum
-            self.iy = self.iv[0]
-        # Schrage's factorisation in the reference computes exactly (16807 idum) mod (2^31 - 1)
-        self.idum = idum = (_IA * self.idum) % _IM
-        j = self.iy // _NDIV
-        self.iy = iy = self.iv[j]
-        self.iv[j] = idum
-        temp = _f32(_AM * iy)
-        return _RNMX_F32 if temp > _RNMX else temp
+        return self._draw()
 
 
 def mosaic_rotation_umat(mosaicity: float, rng: Ran1) -> np.ndarray:
@@ -149,7 +143,7 @@ class Deviates:
     """
 
     def __init__(self, seed: int):
-        self.ran1 = Ran1(seed)
+        self.ran1 = Ran1(seed)._draw
         self._spare = None
         self._oldm = -1.0
         self._sq = self._alxm = self._g = 0.0
