@@ -69,7 +69,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     for w in s.warnings:
         p(w)
     if s.hklfile:
-        p(f"writing dump file for next time: Fdump.bin")
+        p("writing dump file for next time: Fdump.bin")
         try:
             write_fdump("Fdump.bin", cfg.hkl)
         except OSError as e:

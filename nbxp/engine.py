@@ -22,7 +22,6 @@ switches interpolation off for it and for everything after it.
 
 from __future__ import annotations
 
-import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor

@@ -64,10 +64,6 @@ class Experiment:
     xp: object = None
     dtype: object = None
 
-    @property
-    def shape2d(self) -> tuple[int, int]:
-        return (self.geom.spixels, self.geom.fpixels)
-
 
 def auto_interpolate(cfg: SimConfig, notes: list) -> bool:
     """nanoBragg's default: interpolate F when the crystal is at most 2 cells along an axis

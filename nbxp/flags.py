@@ -27,10 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-import numpy as np
 
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimConfig
-from .io import InputError
 
 RTD = 180.0 / math.pi
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import DetectorConfig
-from .vectors import cross, dot, rotate_axis, rotate_xyz, unitize
+from .vectors import dot, rotate_axis, rotate_xyz
 
 #: lab-frame axes of each named convention:
 #: beam, fdet, sdet, odet, twotheta_axis, polar, spindle
@@ -167,7 +167,7 @@ def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -
     Fbeam = float(dot(fdet_x, hit, xp=xp))
     Sbeam = float(dot(sdet_x, hit, xp=xp))
     distance = close_distance / ratio
-    p = [float(c) for c in np.asarray([float(pix0[i]) for i in range(3)])]
+    p = [float(pix0[i]) for i in range(3)]
     dials_origin = (1000.0 * p[2], 1000.0 * p[1], -1000.0 * p[0])
 
     return DetectorGeometry(

@@ -7,7 +7,6 @@ import math
 
 def summary_lines(exp, cfg, state=None) -> list[str]:
     g = exp.geom
-    xp = exp.xp
     rtd = 180.0 / math.pi
     vec = lambda v: " ".join(f"{float(v[i]):g}" for i in range(3))  # noqa: E731
     lines = ["nbxp nanocrystal diffraction simulator (nanoBragg-compatible)",

@@ -251,7 +251,7 @@ def test_misset_random_is_reproducible_and_its_printed_angles_repeat_it(tmp_path
     np.testing.assert_array_equal(a, b)
     assert a.max() > 0
     assert np.abs(a - c).max() <= 1e-4 * a.max()  # angles printed to 1e-6 deg
-    p4 = run_nbxp(args + ["-misset", "random", "-misset_seed", "6", "-floatfile", "d.bin"], tmp_path)
+    run_nbxp(args + ["-misset", "random", "-misset_seed", "6", "-floatfile", "d.bin"], tmp_path)
     assert not np.array_equal(a, np.fromfile(tmp_path / "d.bin", np.float32))
 
 
