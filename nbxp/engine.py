@@ -31,9 +31,8 @@ import numpy as np
 
 from .config import R_E_SQR
 from .experiment import Experiment
-from .geometry import capture_fraction, solid_angle, subpixel_positions
-from .physics import lattice_factor, polarization
-from .vectors import unitize
+from .geometry import capture_fraction_cos, pixel_positions, solid_angle
+from .physics import kahn_factor, lattice_factor, polarization_frame
 
 #: float64 sub-path evaluations per tile (twice as many in float32): small enough for the
 #: temporaries to stay in cache, large enough that NumPy's per-call overhead (and the GIL it
@@ -86,48 +85,64 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
     P = idx.shape[0]
     fpix, spix = idx % g.fpixels, idx // g.fpixels
     layers = xp.arange(T, dtype=dtype)
-    pos, _, _ = subpixel_positions(g, fpix, spix, O, layers * exp.thickstep, xp=xp)
+    pos, _, _ = pixel_positions(g, fpix, spix, O, layers * exp.thickstep, xp=xp)
     Q = T * O * O
-    d, airpath = unitize(xp.reshape(pos, (P, Q, 3)), xp=xp)  # diffracted directions, path lengths (m)
+    pos = xp.reshape(pos, (3, Q, P))
+    # explicit component sums: reductions over a length-3 axis are slow strided loops
+    airpath = xp.sqrt(pos[0, ...] * pos[0, ...] + pos[1, ...] * pos[1, ...] + pos[2, ...] * pos[2, ...])  # (Q, P) m
+    d = pos / airpath  # diffracted unit vectors (3, Q, P)
 
-    # per sub-pixel: solid angle and sensor capture, (P, Q)
+    # per sub-pixel: solid angle and sensor capture, (Q, P)
     omega = solid_angle(airpath, g.pixel_size, g.close_distance, g.point_pixel, xp=xp)
-    layer_of_q = xp.reshape(xp.broadcast_to(layers[:, None], (T, O * O)), (Q,))
     if exp.oversample_thick or exp.thickness != 0.0:
-        capture = capture_fraction(d, g.odet, layer_of_q, exp.thickstep, exp.mu, xp=xp)
+        layer_of_q = xp.reshape(xp.broadcast_to(layers[:, None], (T, O * O)), (Q, 1))
+        parallax = _dot3(d, g.odet)
+        capture = capture_fraction_cos(parallax, layer_of_q, exp.thickstep, exp.mu, xp=xp)
     else:
         capture = None
 
-    # per sub-pixel and source: scattering vector S = (d - i)/lambda (1/m), (Q, S, 3, P)
+    # per sub-pixel and source: scattering vector S = (d - i)/lambda (1/m), (3, Q, S, P)
     inc, lam = exp.incident, exp.lambdas
     S = inc.shape[0]
-    dT = xp.permute_dims(d, (1, 2, 0))  # (Q, 3, P)
-    scat = (dT[:, None, :, :] - inc[None, :, :, None]) / lam[None, :, None, None]
+    scat = (d[:, :, None, :] - xp.permute_dims(inc, (1, 0))[:, None, :, None]) / lam[None, None, :, None]
     valid = None  # (Q, S, P): sources nanoBragg renders (-dmin cut)
     if exp.dmin > 0.0:
-        stol = 0.5 * xp.sqrt(xp.sum(scat * scat, axis=2))
+        stol = 0.5 * xp.sqrt(scat[0, ...] * scat[0, ...] + scat[1, ...] * scat[1, ...] + scat[2, ...] * scat[2, ...])
         safe = xp.where(stol > 0, stol, xp.ones_like(stol))
         valid = ~((stol > 0) & (exp.dmin > 0.5 / safe))
     polar = None  # (Q, S, P)
     if not (exp.nopolar and not exp.oversample_polar):
-        polar = polarization(inc[None, :, None, :], xp.permute_dims(d, (1, 0, 2))[:, None, :, :],
-                             exp.polar_axis, exp.kahn, xp=xp)
+        dq = d[:, :, None, :]  # (3, Q, 1, P) against per-source vectors (3, 1, S, 1)
+        col = lambda v: xp.permute_dims(v, (1, 0))[:, None, :, None]  # noqa: E731
+        cos2theta = _dot3(dq, col(inc))
+        if exp.kahn == 0.0:
+            polar = kahn_factor(cos2theta, None, None, 0.0, xp=xp)
+        else:
+            E_in, B_in = polarization_frame(inc, exp.polar_axis, xp=xp)
+            polar = kahn_factor(cos2theta, _dot3(dq, col(E_in)), _dot3(dq, col(B_in)), exp.kahn, xp=xp)
 
     # Miller indices for every orientation, h = a.S: components first, then sub-path
-    # (sub-pixel, source, orientation: nanoBragg's order), pixels last: (3, L, P)
+    # (sub-pixel, source, orientation: nanoBragg's order), pixels last: (3, L, P).
+    # Three broadcast multiply-adds rather than matmul: BLAS gains nothing on a 3-long inner
+    # axis and its own threads would fight the tile threads
     R = exp.orient.shape[0]
-    # three multiply-adds rather than matmul: BLAS gains nothing on a 3-long inner axis and
-    # its own threads would fight the tile threads
-    W = exp.orient_rows  # (3R, 3), rows j*R + r
-    hkl = W[:, 0:1] * scat[:, :, None, 0, :] + W[:, 1:2] * scat[:, :, None, 1, :]
-    hkl += W[:, 2:3] * scat[:, :, None, 2, :]  # (Q, S, 3R, P)
-    hkl = xp.reshape(xp.permute_dims(xp.reshape(hkl, (Q, S, 3, R, P)), (2, 0, 1, 3, 4)), (3, Q * S * R, P))
+    W = xp.reshape(exp.orient_rows, (3, 1, 1, R, 1, 3))  # [j, ., ., r, ., c]: vector j of orientation r
+    sc = lambda c: scat[c, :, :, None, :][None, ...]  # noqa: E731  (1, Q, S, 1, P)
+    hkl = W[..., 0] * sc(0) + W[..., 1] * sc(1)
+    hkl += W[..., 2] * sc(2)  # (3, Q, S, R, P)
+    hkl = xp.reshape(hkl, (3, Q * S * R, P))
     F_latt = lattice_factor(hkl, exp.N, exp.shape, exp.fudge, exp.recip, xp=xp)  # (L, P)
 
-    evaluated = None  # (L, P): sub-paths that reach nanoBragg's intensity sum
+    # (L, P): sub-paths that reach nanoBragg's intensity sum: not cut by -dmin and, without
+    # a background, F_latt != 0.  The F_latt test only matters where a skipped sub-path
+    # changes something besides adding zero: the interpolation switch-off and the running
+    # products of the -oversample_* flags
+    running = exp.oversample_omega or exp.oversample_polar or exp.oversample_thick
+    rendered = None
     if valid is not None:
-        evaluated = xp.reshape(xp.broadcast_to(valid[:, :, None, :], (Q, S, R, P)), (Q * S * R, P))
-    if exp.I_bg == 0.0:
+        rendered = xp.reshape(xp.broadcast_to(valid[:, :, None, :], (Q, S, R, P)), (Q * S * R, P))
+    evaluated = rendered
+    if exp.I_bg == 0.0 and (state.active or running):
         nz = F_latt != 0.0
         evaluated = nz if evaluated is None else evaluated & nz
 
@@ -143,11 +158,11 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
             F_cell = _with_interpolation(exp, hkl, hkl0, F_cell, evaluated, idx, state)
         term = F_cell * F_latt
         term *= term
-    if evaluated is not None:
-        term = xp.where(evaluated, term, xp.zeros_like(term))
+    if rendered is not None:
+        term = xp.where(rendered, term, xp.zeros_like(term))
 
     expand = lambda a: xp.reshape(xp.broadcast_to(a, (Q, S, R, P)), (Q * S * R, P))  # noqa: E731
-    if not (exp.oversample_omega or exp.oversample_polar or exp.oversample_thick):
+    if not running:
         I = xp.sum(term, axis=0)
         if exp.I_bg != 0.0:
             I = I + exp.I_bg
@@ -156,9 +171,9 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
         # I = I_bg prod(g) + sum_n t_n prod_{j>=n} g_j with a reversed cumulative product
         gfac = xp.ones_like(term)
         if exp.oversample_thick:
-            gfac = gfac * expand(xp.permute_dims(capture, (1, 0))[:, None, None, :])
+            gfac = gfac * expand(capture[:, None, None, :])
         if exp.oversample_omega:
-            gfac = gfac * expand(xp.permute_dims(omega, (1, 0))[:, None, None, :])
+            gfac = gfac * expand(omega[:, None, None, :])
         if exp.oversample_polar:
             gfac = gfac * expand(polar[:, :, None, :])
         if evaluated is not None:
@@ -168,12 +183,17 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
 
     value = (R_E_SQR * exp.fluence / exp.steps) * I
     if not exp.oversample_thick and capture is not None:
-        value = value * capture[:, (T - 1) * O * O]
+        value = value * capture[(T - 1) * O * O, :]
     if not exp.oversample_omega:
-        value = value * omega[:, 0]
+        value = value * omega[0, :]
     if not exp.oversample_polar and polar is not None:
         value = value * _first_rendered(polar, valid, xp=xp)
     return value
+
+
+def _dot3(a, b):
+    """a . b over the leading (component) axis of two broadcasting arrays (3, ...)."""
+    return a[0, ...] * b[0, ...] + a[1, ...] * b[1, ...] + a[2, ...] * b[2, ...]
 
 
 def _first_rendered(polar, valid, *, xp):

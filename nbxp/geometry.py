@@ -182,29 +182,38 @@ def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -
     )
 
 
-def subpixel_positions(geom: DetectorGeometry, fpix, spix, oversample: int, Odet, *, xp):
-    """Lab positions (m) of every sub-pixel of the given pixels.
+def pixel_positions(geom: DetectorGeometry, fpix, spix, oversample: int, Odet, *, xp):
+    """Lab positions (m) of every sub-pixel of the given pixels, components first.
 
     ``fpix``/``spix``: integer arrays (P,); ``Odet``: depths into the sensor (m), array (T,).
-    Returns an array (P, T, oversample, oversample, 3) ordered as nanoBragg visits them
-    (thickness layer, sub-pixel slow, sub-pixel fast), plus the (Fdet, Sdet) of the last
-    sub-pixel of each pixel (used for nanoBragg's ``max_I`` position).
+    Returns an array (3, T, oversample, oversample, P) -- x, y, z, then the sub-pixels in
+    the order nanoBragg visits them (thickness layer, sub-pixel slow, sub-pixel fast), pixels
+    last so that every later elementwise step streams over contiguous memory -- plus the
+    (Fdet, Sdet) of the last sub-pixel of each pixel (used for nanoBragg's ``max_I``).
     """
     dtype = geom.fdet.dtype
     sub = geom.pixel_size / oversample
-    o = xp.arange(oversample, dtype=dtype)
-    F = sub * (xp.astype(fpix, dtype)[:, None] * oversample + o[None, :]) + sub / 2.0  # (P,O)
-    S = sub * (xp.astype(spix, dtype)[:, None] * oversample + o[None, :]) + sub / 2.0  # (P,O)
-    pos = (F[:, None, None, :, None] * geom.fdet + S[:, None, :, None, None] * geom.sdet
-           + Odet[None, :, None, None, None] * geom.odet + geom.pix0)
+    o = xp.arange(oversample, dtype=dtype)[:, None]
+    F = sub * (xp.astype(fpix, dtype)[None, :] * oversample + o) + sub / 2.0  # (O, P)
+    S = sub * (xp.astype(spix, dtype)[None, :] * oversample + o) + sub / 2.0  # (O, P)
+    col = lambda v: xp.reshape(v, (3, 1, 1, 1, 1))  # noqa: E731
+    pos = col(geom.fdet) * F[None, None, None, :, :] + col(geom.sdet) * S[None, None, :, None, :]
+    pos = pos + (col(geom.odet) * xp.reshape(Odet, (1, -1, 1, 1, 1)) + col(geom.pix0))
     if geom.curved:
         # nanoBragg's curved detector: every pixel at `distance`, with the flat position's
         # lab y and z taken as arc lengths about sdet and fdet
         d = geom.distance
         r0 = d * geom.beam
-        pos = rotate_axis(rotate_axis(r0, geom.sdet, pos[..., 1] / d, xp=xp),
-                          geom.fdet, pos[..., 2] / d, xp=xp)
-    return pos, F[:, -1], S[:, -1]
+        last = xp.permute_dims(pos, (1, 2, 3, 4, 0))
+        last = rotate_axis(rotate_axis(r0, geom.sdet, last[..., 1] / d, xp=xp), geom.fdet, last[..., 2] / d, xp=xp)
+        pos = xp.permute_dims(last, (4, 0, 1, 2, 3))
+    return pos, F[-1, :], S[-1, :]
+
+
+def subpixel_positions(geom: DetectorGeometry, fpix, spix, oversample: int, Odet, *, xp):
+    """:func:`pixel_positions` with the vector components last: (P, T, O, O, 3)."""
+    pos, F, S = pixel_positions(geom, fpix, spix, oversample, Odet, xp=xp)
+    return xp.permute_dims(pos, (4, 1, 2, 3, 0)), F, S
 
 
 def solid_angle(airpath, pixel_size: float, close_distance: float, point_pixel: bool, *, xp):
@@ -217,8 +226,13 @@ def solid_angle(airpath, pixel_size: float, close_distance: float, point_pixel: 
 
 def capture_fraction(diffracted, odet, layer, thickstep: float, mu: float, *, xp):
     """Fraction of photons absorbed in sensor layer ``layer`` (0-based, array broadcasting)
-    for rays along ``diffracted``: exp(-t*mu/cos) - exp(-(t+1)*mu/cos) with t the layer's
-    front depth in units of ``thickstep``."""
-    parallax = dot(diffracted, odet, xp=xp)
+    for rays along ``diffracted`` (unit vectors, components last)."""
+    return capture_fraction_cos(dot(diffracted, odet, xp=xp), layer, thickstep, mu, xp=xp)
+
+
+def capture_fraction_cos(parallax, layer, thickstep: float, mu: float, *, xp):
+    """Fraction absorbed in layer ``layer`` for rays at ``parallax`` = cos(angle to the
+    sensor normal): exp(-t mu/parallax) - exp(-(t+1) mu/parallax), t the layer's front
+    depth (m) in units of ``thickstep`` (m), ``mu`` in 1/m (Beer-Lambert along the ray)."""
     return (xp.exp(-layer * thickstep * mu / parallax)
             - xp.exp(-(layer + 1) * thickstep * mu / parallax))

@@ -32,33 +32,46 @@ def sinc3(x, *, xp):
     return xp.where(x == 0, xp.ones_like(x), v)
 
 
-# Taylor coefficients of sin(pi x) up to x^15: on |x| <= 1/2 the relative truncation error
-# is below 1e-11 (x^13 would give 1e-9), for 16 multiply-adds
-_SINPI = tuple((-1) ** k * math.pi ** (2 * k + 1) / math.factorial(2 * k + 1) for k in range(8))
+# sin(pi x) = x P(x^2) on |x| <= 1/2: near-minimax coefficients of P (lowest order first)
+# from scripts/fit_sinpi.py.  float64: degree 6 in x^2, relative error 6e-14 (libm's sine
+# is scalar code in NumPy on most CPUs and costs ~5x more); float32: degree 4, 2e-7, the
+# accuracy of float32 itself, for half the cost of NumPy's vectorised float32 sine
+_SINPI_OVER_X = {
+    "float64": (3.1415926535895964, -5.167712779977414, 2.550164035423543, -0.5992644257994288,
+                0.08214473257783624, -0.007363786623417221, 0.00044720239425064814),
+    "float32": (3.1415926369616254, -5.167709688139303, 2.550069772582328, -0.5982423660551025,
+                0.07756080372327143),
+}
+
+
+def sinpi_over_x(z, *, xp):
+    """sin(pi x)/x as a function of z = x^2, for |x| <= 1/2 (pi at z = 0)."""
+    c = _SINPI_OVER_X["float32" if z.dtype == xp.float32 else "float64"]
+    p = z * c[-1]
+    for a in c[-2:0:-1]:
+        p += a
+        p *= z
+    p += c[0]
+    return p
 
 
 def sinpi_reduced(x, *, xp):
-    """sin(pi x) for |x| <= 1/2: a polynomial in float64 (NumPy's float64 sine is scalar C
-    code on most CPUs), the namespace's sine in float32 (vectorised there)."""
-    if x.dtype == xp.float32:
-        return xp.sin(math.pi * x)
-    z = x * x
-    p = z * _SINPI[-1]
-    for c in _SINPI[-2:0:-1]:
-        p += c
-        p *= z
-    p += _SINPI[0]
-    p *= x
-    return p
+    """sin(pi x) for |x| <= 1/2."""
+    return x * sinpi_over_x(x * x, xp=xp)
 
 
 def sincg_product(hkl, N, *, xp):
     """prod_i sincg(pi h_i, N_i) over the three axes of ``hkl`` (3, ...), for integer N.
 
     Exact range reduction instead of sin(N pi h): with h = n + f (n the nearest integer,
-    |f| <= 1/2) and N f = m + g, sin(N pi h)/sin(pi h) = (-1)^(n (N - 1) + m) sin(pi g)/sin(pi f),
-    so both sines take arguments within +-pi/2 and keep full relative precision near the
-    Bragg peaks (the limit at f = 0 is N with that sign).
+    |f| <= 1/2) and N f = m + g (|g| <= 1/2),
+
+        sin(N pi h)/sin(pi h) = (-1)^(n (N - 1) + m) sin(pi g)/sin(pi f)
+                              = (-1)^(n (N - 1) + m) (g/f) P(g^2)/P(f^2)
+
+    with sin(pi x) = x P(x^2).  Both sines keep full relative precision near the Bragg
+    peaks, and g/f is exactly N where m = 0 (the limit N at f = 0 needs no special case).
+    The signs of the three axes are combined into one parity.
     """
     shape = (3,) + (1,) * (hkl.ndim - 1)
     Nv = xp.reshape(xp.asarray(N, dtype=hkl.dtype), shape)
@@ -67,20 +80,25 @@ def sincg_product(hkl, N, *, xp):
     g = f * Nv
     m = xp.round(g)
     g -= m
-    half = n * (Nv - 1.0)
-    half += m
+    # g/f = N - m/f: exactly N wherever m = 0, f = 0 included (the tiny offset turns 0/0
+    # into 0/tiny and changes no other quotient), without a branch
+    tiny = float(xp.finfo(hkl.dtype).smallest_normal)
+    r = Nv - m / (f + tiny)
+    r *= sinpi_over_x(g * g, xp=xp)
+    r /= sinpi_over_x(f * f, xp=xp)
+    k = n * (Nv - 1.0)
+    k += m  # (-1)^k is the sign of each axis
+    F = r[0, ...] * r[1, ...]
+    F *= r[2, ...]
+    half = k[0, ...] + k[1, ...]
+    half += k[2, ...]
     half *= 0.5
     sign = xp.floor(half)
-    sign -= half
+    sign -= half  # 0 for an even total, -1/2 for an odd one
     sign *= 4.0
-    sign += 1.0  # (-1)^(n (N-1) + m)
-    num = sinpi_reduced(g, xp=xp)
-    num *= sign
-    den = sinpi_reduced(f, xp=xp)
-    zero = f == 0
-    r = num / xp.where(zero, xp.ones_like(den), den)
-    r = xp.where(zero, Nv * sign, r)
-    return r[0, ...] * r[1, ...] * r[2, ...]
+    sign += 1.0
+    F *= sign
+    return F
 
 
 def lattice_factor(hkl, N: tuple[float, float, float], shape: str, fudge: float, recip, *, xp):
@@ -116,22 +134,39 @@ def lattice_factor(hkl, N: tuple[float, float, float], shape: str, fudge: float,
     return xp.where(rad_star_sqr * fudge < 0.3969, xp.full_like(rad_star_sqr, NNN), xp.zeros_like(rad_star_sqr))
 
 
-def polarization(incident, diffracted, axis, kahn: float, *, xp):
-    """Kahn polarization factor 0.5 (1 + cos^2 2theta - K cos(2 psi) sin^2 2theta).
-
-    ``incident`` and ``diffracted`` are unit vectors broadcasting against each other;
-    ``axis`` is the E-vector reference direction; psi is the azimuth of the diffracted ray
-    about the incident beam, measured from the E vector (Kahn et al. 1982).
-    """
-    c2 = dot(incident, diffracted, xp=xp)
-    c2 = c2 * c2
-    s2 = 1.0 - c2
-    if kahn == 0.0:
-        return 0.5 * (1.0 + c2)
+def polarization_frame(incident, axis, *, xp):
+    """Unit vectors (E_in, B_in) spanning the plane normal to each ``incident`` beam (S, 3):
+    E_in in the plane of ``incident`` and the E-vector ``axis``, B_in = axis x incident."""
     B_in, _ = unitize(cross(axis, incident, xp=xp), xp=xp)
     E_in, _ = unitize(cross(incident, B_in, xp=xp), xp=xp)
-    psi = -xp.atan2(dot(diffracted, B_in, xp=xp), dot(diffracted, E_in, xp=xp))
-    return 0.5 * (1.0 + c2 - kahn * xp.cos(2.0 * psi) * s2)
+    return E_in, B_in
+
+
+def kahn_factor(cos2theta, x, y, kahn: float, *, xp):
+    """Kahn polarization factor 0.5 (1 + cos^2 2theta - K cos(2 psi) sin^2 2theta) from
+    ``cos2theta`` (incident . diffracted) and the diffracted ray's components ``x`` along
+    E_in and ``y`` along B_in (psi = -atan2(y, x), Kahn et al. 1982).
+
+    cos(2 psi) = (x^2 - y^2)/(x^2 + y^2), 1 along the beam (psi = 0): the same value as
+    cos(2 atan2(y, x)) without two transcendental calls per evaluation.
+    """
+    c2 = cos2theta * cos2theta
+    if kahn == 0.0:
+        return 0.5 * (1.0 + c2)
+    x2, y2 = x * x, y * y
+    r2 = x2 + y2
+    safe = xp.where(r2 == 0, xp.ones_like(r2), r2)
+    cos2psi = xp.where(r2 == 0, xp.ones_like(r2), (x2 - y2) / safe)
+    return 0.5 * (1.0 + c2 - kahn * cos2psi * (1.0 - c2))
+
+
+def polarization(incident, diffracted, axis, kahn: float, *, xp):
+    """Kahn polarization factor (:func:`kahn_factor`) for unit vectors ``incident`` and
+    ``diffracted`` (components last, broadcasting against each other); ``axis`` is the
+    E-vector reference direction."""
+    E_in, B_in = polarization_frame(incident, axis, xp=xp)
+    return kahn_factor(dot(incident, diffracted, xp=xp), dot(diffracted, E_in, xp=xp),
+                       dot(diffracted, B_in, xp=xp), kahn, xp=xp)
 
 
 class StructureFactors:
@@ -146,6 +181,18 @@ class StructureFactors:
     def __init__(self, grid, shape, mins, count: int, default_F: float, *, xp):
         self.grid, self.shape, self.mins = grid, shape, mins
         self.count, self.default_F, self.xp = count, default_F, xp
+        self._padded = None
+
+    def _padded_grid(self):
+        """The grid with a one-cell border of default_F on every face (flattened): nearest
+        lookups clip indices into the border instead of testing and selecting."""
+        if self._padded is None:
+            xp = self.xp
+            Hr, Kr, Lr = self.shape
+            pad = xp.full((Hr + 2, Kr + 2, Lr + 2), self.default_F, dtype=self.grid.dtype)
+            pad[1:-1, 1:-1, 1:-1] = xp.reshape(self.grid, (Hr, Kr, Lr))
+            self._padded = xp.reshape(pad, (-1,))
+        return self._padded
 
     def _mins_col(self, like):
         return self.xp.reshape(self.xp.asarray(self.mins, dtype=like.dtype), (3,) + (1,) * (like.ndim - 1))
@@ -170,13 +217,20 @@ class StructureFactors:
         xp = self.xp
         if self.count == 0:
             return xp.full_like(hkl0[0, ...], self.default_F)
-        rel = hkl0 - self._mins_col(hkl0)  # (3, ...) offsets into the grid
-        inside = xp.all((rel >= 0) & (rel < self._shape_col(hkl0)), axis=0)
         Hr, Kr, Lr = self.shape
-        flat = (rel[0, ...] * Kr + rel[1, ...]) * Lr + rel[2, ...]
-        flat = xp.where(inside, flat, xp.zeros_like(flat))
-        F = xp.reshape(xp.take(self.grid, xp.reshape(xp.astype(flat, xp.int64), (-1,)), axis=0), flat.shape)
-        return xp.where(inside, F, xp.full_like(F, self.default_F))
+        mins = self._mins_col(hkl0)
+        # any index outside the grid lands on the default_F border of the padded grid
+        c = xp.clip(hkl0, mins - 1.0, mins + self._shape_col(hkl0))
+        itype = xp.int64 if (Hr + 2) * (Kr + 2) * (Lr + 2) >= 2**31 else xp.int32
+        c = xp.astype(c, itype)
+        K2, L2 = Kr + 2, Lr + 2
+        origin = ((1 - self.mins[0]) * K2 + (1 - self.mins[1])) * L2 + (1 - self.mins[2])
+        flat = c[0, ...] * K2
+        flat += c[1, ...]
+        flat *= L2
+        flat += c[2, ...]
+        flat += origin
+        return xp.reshape(xp.take(self._padded_grid(), xp.reshape(flat, (-1,)), axis=0), flat.shape)
 
     def out_of_interpolation_range(self, hkl):
         """True where the 4x4x4 neighbourhood of ``hkl`` is not inside the grid, by

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nbxp.physics import (SHAPE_GAUSS, SHAPE_ROUND, SHAPE_SQUARE, SHAPE_TOPHAT, StructureFactors,
-                          lattice_factor, polarization, sinc3, sincg)
+                          lattice_factor, polarization, sinc3, sincg, sincg_product, sinpi_reduced)
 
 from .helpers import to_numpy
 
@@ -63,6 +63,51 @@ def test_sincg_zeros_at_fractions_m_over_N(xp, N):
     hs = np.array([m / N for m in range(1, 3 * N) if m % N != 0])
     out = to_numpy(sincg(f64(xp, math.pi * hs), float(N), xp=xp))
     np.testing.assert_allclose(out, 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-13), ("float32", 4e-7)])
+def test_sinpi_polynomial_accuracy(xp, dtype, rtol):
+    # the fitted polynomial against the float64 library sine over the whole reduced range
+    x = np.linspace(-0.5, 0.5, 20001)
+    x = x[x != 0]
+    dt = getattr(xp, dtype)
+    out = to_numpy(sinpi_reduced(xp.asarray(x.astype(dtype), dtype=dt), xp=xp)).astype(np.float64)
+    ref = np.sin(np.pi * x.astype(dtype).astype(np.float64))
+    assert np.max(np.abs(out / ref - 1.0)) < rtol
+
+
+def test_sincg_product_matches_direct_formula_for_large_N(xp):
+    # Pilatus-like crystal sizes and indices far from the origin: the range-reduced form
+    # against sin(N pi h)/sin(pi h) evaluated directly in float64
+    rng = np.random.default_rng(7)
+    N = (36.0, 47.0, 29.0)
+    hkl = rng.uniform(-60, 60, size=(500, 3))
+    hkl[:50] = np.round(hkl[:50]) + rng.uniform(-1e-3, 1e-3, size=(50, 3))  # near peaks
+    out = to_numpy(sincg_product(cf(xp, hkl), N, xp=xp))
+    ref = np.prod([np.sin(n * np.pi * hkl[:, i]) / np.sin(np.pi * hkl[:, i]) for i, n in enumerate(N)], axis=0)
+    # the direct formula itself loses ~N*|h|*eps in the sine argument
+    np.testing.assert_allclose(out, ref, rtol=1e-8, atol=1e-8 * np.prod(N))
+
+
+@pytest.mark.parametrize("N", [(5.0, 5.0, 5.0), (4.0, 7.0, 2.0)])
+def test_sincg_product_at_exact_lattice_points(xp, N):
+    # exact integers (f = 0, the removable singularity) give +-Na Nb Nc with the sign
+    # (-1)^(sum h_i (N_i - 1))
+    hkl = np.array([[0, 0, 0], [1, 0, 0], [-3, 2, 1], [7, -5, 4]], dtype=float)
+    out = to_numpy(sincg_product(cf(xp, hkl), N, xp=xp))
+    sign = (-1.0) ** np.sum(hkl * (np.array(N) - 1), axis=1)
+    np.testing.assert_array_equal(out, sign * np.prod(N))
+
+
+def test_sincg_product_float32_close_to_float64(xp):
+    rng = np.random.default_rng(8)
+    hkl = rng.uniform(-20, 20, size=(2000, 3))
+    N = (5.0, 6.0, 7.0)
+    ref = to_numpy(sincg_product(cf(xp, hkl), N, xp=xp))
+    h32 = xp.astype(cf(xp, hkl), xp.float32)
+    out = to_numpy(sincg_product(h32, N, xp=xp)).astype(np.float64)
+    # float32 indices carry |h| * 6e-8 of error, N times that in the phase
+    np.testing.assert_allclose(out, ref, atol=2e-4 * np.prod(N))
 
 
 # --------------------------------------------------------------------------- sinc3
@@ -252,8 +297,8 @@ def test_nearest_grid_lookup_and_default_outside(xp):
     out = to_numpy(sf.nearest(cf(xp, pts)))
     ref = [F[int(h) - MINS[0], int(k) - MINS[1], int(l) - MINS[2]] for h, k, l in pts]
     np.testing.assert_array_equal(out, ref)
-    outside = np.array([[-5, 0, 0], [6, 0, 0], [0, -4, 0], [0, 5, 0], [0, 0, -6], [0, 0, 4], [9, 9, 9]],
-                       dtype=float)
+    outside = np.array([[-5, 0, 0], [6, 0, 0], [0, -4, 0], [0, 5, 0], [0, 0, -6], [0, 0, 4], [9, 9, 9],
+                        [-1e6, 0, 0], [0, 3e9, -2e9]], dtype=float)
     np.testing.assert_array_equal(to_numpy(sf.nearest(cf(xp, outside))), 7.5)
 
 
