@@ -83,14 +83,16 @@ class Detector:
 
 
 def place(conv="MOSFLM", fpixels=64, spixels=None, pixel=1e-4, distance=0.1, close_distance=None,
-          Xbeam=None, Ybeam=None, ORGX=None, ORGY=None, rot=(0.0, 0.0, 0.0), twotheta=0.0,
-          pivot=None, custom=None) -> Detector:
+          Xbeam=None, Ybeam=None, ORGX=None, ORGY=None, Xclose=None, Yclose=None, rot=(0.0, 0.0, 0.0),
+          twotheta=0.0, pivot=None, custom=None) -> Detector:
     """The detector nanoBragg's rules give for these settings (named conventions; ``custom``:
     a dict of vectors and ``pivot`` for the CUSTOM convention)."""
     spixels = spixels or fpixels
     dsf, dss = fpixels * pixel, spixels * pixel
     Fclose = (ORGX - 0.5) * pixel if ORGX is not None else dsf / 2
     Sclose = (ORGY - 0.5) * pixel if ORGY is not None else dss / 2
+    Xclose = Fclose if Xclose is None else Xclose   # only a default beam centre, as in nanoBragg
+    Yclose = Sclose if Yclose is None else Yclose
     if custom is None:
         v = {k: np.array(x, float) for k, x in CONVENTIONS[conv].items()}
         pivot = PIVOT[conv]  # the named conventions decide the pivot, whatever the flags say
@@ -104,13 +106,13 @@ def place(conv="MOSFLM", fpixels=64, spixels=None, pixel=1e-4, distance=0.1, clo
             Yb = Ybeam if Ybeam is not None else (dss - pixel) / 2
             Fbeam, Sbeam = Xb, dss - Yb
         else:
-            Xb = Xbeam if Xbeam is not None else Fclose
-            Yb = Ybeam if Ybeam is not None else Sclose
+            Xb = Xbeam if Xbeam is not None else Xclose
+            Yb = Ybeam if Ybeam is not None else Yclose
             Fbeam, Sbeam = Xb, Yb
     else:
         v = {k: np.array(x, float) for k, x in custom.items()}
-        Xb = Xbeam if Xbeam is not None else Fclose
-        Yb = Ybeam if Ybeam is not None else Sclose
+        Xb = Xbeam if Xbeam is not None else Xclose
+        Yb = Ybeam if Ybeam is not None else Yclose
         Fbeam, Sbeam = Xb, Yb
         Fclose, Sclose = Xb, Yb
     for k in ("b", "f", "s", "o"):

@@ -162,15 +162,15 @@ def write_hkl(path, rows, columns: int = 4) -> None:
             fh.write(f"{h} {k} {l} {F:g}" + "".join(extra) + "\n")
 
 
-def peak(img: np.ndarray, near=None, radius: int = 2) -> tuple[float, float]:
-    """(slow, fast) centroid of the brightest pixel's neighbourhood (or of the brightest pixel
-    within ``radius`` * 3 of ``near``), in pixel-index units."""
+def peak(img: np.ndarray, near=None, search: int = 2, radius: int = 1) -> tuple[float, float]:
+    """(slow, fast) intensity centroid, in pixel-index units, of the (2 radius + 1)^2 square
+    around the brightest pixel of the image, or of the brightest pixel within ``search``
+    pixels of ``near``."""
     a = np.asarray(img, float)
     if near is not None:
         s0, f0 = (int(round(v)) for v in near)
-        win = 3 * radius
-        lo_s, lo_f = max(s0 - win, 0), max(f0 - win, 0)
-        sub = a[lo_s:s0 + win + 1, lo_f:f0 + win + 1]
+        lo_s, lo_f = max(s0 - search, 0), max(f0 - search, 0)
+        sub = a[lo_s:s0 + search + 1, lo_f:f0 + search + 1]
         s, f = np.unravel_index(np.argmax(sub), sub.shape)
         s, f = s + lo_s, f + lo_f
     else:
