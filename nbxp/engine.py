@@ -337,6 +337,8 @@ def assemble(exp: Experiment, chosen: list, values: list):
     if not chosen:
         return xp.zeros((g.spixels, g.fpixels), dtype=exp.dtype)
     ids = np.concatenate(chosen)
+    if ids.shape[0] == npix:  # every pixel, in order (tiles are ascending): no scatter needed
+        return xp.reshape(xp.concat(values), (g.spixels, g.fpixels))
     selected = np.zeros(npix, dtype=bool)
     selected[ids] = True
     rank = np.cumsum(selected, dtype=np.int64 if npix >= 2**31 else np.int32) - 1
