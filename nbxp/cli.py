@@ -85,7 +85,8 @@ def run(argv: list[str], out=sys.stdout) -> int:
         _, h, k, l, h0, k0, l0 = interp.trigger
         p(f"WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: {h:g},{k:g},{l:g},{h0},{k0},{l0} ")
         p("WARNING: further warnings will not be printed! ")
-    img32 = np.asarray(img, dtype=np.float64).astype(np.float32)
+    img32 = np.ascontiguousarray(np.asarray(img), dtype=np.float32)
+    del img  # a float64 image is the largest array of a run; nothing below needs it
     rendered = rendered_mask(exp)
     fmin, fmax, smin, smax = exp.roi
     st = image_stats(img32, rendered, exp.roi, exp.geom.pixel_size, exp.oversample)
@@ -93,7 +94,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
     p("")
     p(f"writing {s.floatfile} as {img32.size} 4-byte floats")
-    atomic_write(s.floatfile, img32.astype(np.float32).tobytes())
+    atomic_write(s.floatfile, img32)
     for line in st.lines():
         p(line)
     header = nanobragg_header(header_values(exp))

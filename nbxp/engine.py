@@ -297,52 +297,48 @@ def render(exp: Experiment, *, tile_budget: int = DEFAULT_TILE_EVALUATIONS, thre
     state = InterpolationState(active=exp.interpolate)
     P = tile_size(exp, tile_budget)
     threads = default_threads() if threads is None else max(1, int(threads))
-    values, chosen = [], []
+    mask = rendered_mask(exp)
+    # the selected pixels' values in nanoBragg's pixel order, filled tile by tile: memory is
+    # this one array plus the tiles in flight
+    vals = xp.zeros((int(np.count_nonzero(mask)),), dtype=exp.dtype)
+    offset = 0
 
     def one(ids):
         return tile_values(exp, xp.asarray(ids), state)
 
+    def store(o, ids, v):
+        vals[o:o + ids.shape[0]] = v
+        if progress is not None:
+            progress(ids.shape[0])
+
     if threads == 1 or exp.interpolate or getattr(xp, "__name__", "").endswith("cupy"):
         for ids in tiles(exp, P):
-            values.append(one(ids))
-            chosen.append(ids)
-            if progress is not None:
-                progress(ids.shape[0])
+            store(offset, ids, one(ids))
+            offset += ids.shape[0]
     else:
         window = 4 * threads  # tiles in flight: bounds memory whatever the detector size
         with ThreadPoolExecutor(max_workers=threads) as pool:
             pending = deque()
             for ids in tiles(exp, P):
-                pending.append((ids, pool.submit(one, ids)))
+                pending.append((offset, ids, pool.submit(one, ids)))
+                offset += ids.shape[0]
                 while len(pending) >= window:
-                    _collect(pending, values, chosen, progress)
+                    o, i, fut = pending.popleft()
+                    store(o, i, fut.result())
             while pending:
-                _collect(pending, values, chosen, progress)
-    return assemble(exp, chosen, values), state
+                o, i, fut = pending.popleft()
+                store(o, i, fut.result())
+    return place(exp, vals, mask), state
 
 
-def _collect(pending, values, chosen, progress):
-    ids, fut = pending.popleft()
-    values.append(fut.result())
-    chosen.append(ids)
-    if progress is not None:
-        progress(ids.shape[0])
-
-
-def assemble(exp: Experiment, chosen: list, values: list):
-    """Scatter per-tile values into a zero image with a gather (the array API has no
-    integer-array assignment): pixel p takes value number rank(p) when selected."""
+def place(exp: Experiment, vals, mask: np.ndarray):
+    """The image (spixels, fpixels) with ``vals`` at the pixels of the host bool image
+    ``mask`` (in row-major order) and zeros elsewhere."""
     xp, g = exp.xp, exp.geom
     npix = g.fpixels * g.spixels
-    if not chosen:
-        return xp.zeros((g.spixels, g.fpixels), dtype=exp.dtype)
-    ids = np.concatenate(chosen)
-    if ids.shape[0] == npix:  # every pixel, in order (tiles are ascending): no scatter needed
-        return xp.reshape(xp.concat(values), (g.spixels, g.fpixels))
-    selected = np.zeros(npix, dtype=bool)
-    selected[ids] = True
-    rank = np.cumsum(selected, dtype=np.int64 if npix >= 2**31 else np.int32) - 1
-    rank[~selected] = ids.shape[0]  # points at the appended zero
-    vals = xp.concat(values + [xp.zeros((1,), dtype=exp.dtype)])
-    img = xp.take(vals, xp.asarray(rank), axis=0)
+    if vals.shape[0] == npix:  # every pixel: the values are the image
+        return xp.reshape(vals, (g.spixels, g.fpixels))
+    img = xp.zeros((npix,), dtype=exp.dtype)
+    if vals.shape[0]:
+        img[xp.asarray(mask.reshape(-1))] = vals
     return xp.reshape(img, (g.spixels, g.fpixels))

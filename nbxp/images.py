@@ -10,6 +10,17 @@ import numpy as np
 
 from .rng import Deviates
 
+#: pixels per block of rows in the whole-image passes: temporaries stay ~10 MB whatever the
+#: detector size
+BLOCK_PIXELS = 1 << 20
+
+
+def row_blocks(shape: tuple[int, int], pixels: int = BLOCK_PIXELS):
+    """Slices of whole rows covering an image of ``shape``, about ``pixels`` pixels each."""
+    rows = max(1, pixels // max(shape[1], 1))
+    for r0 in range(0, shape[0], rows):
+        yield slice(r0, min(r0 + rows, shape[0]))
+
 
 def int_scale(scale: float, max_I: float) -> float:
     """The SMV scale: the user's when > 0, else 55000/max_I (1 for a blank image)."""
@@ -21,9 +32,11 @@ def int_scale(scale: float, max_I: float) -> float:
 def int_image(img32: np.ndarray, roi: np.ndarray, scale: float, adc: float) -> np.ndarray:
     """Noiseless SMV pixels: float * scale + adc, clipped to [0, 65535], rounded half up in
     single precision (nanoBragg's floorf(x + 0.5))."""
-    v = img32.astype(np.float64) * scale + adc
-    v = np.clip(v, 0.0, 65535.0)
-    out = np.floor((v + 0.5).astype(np.float32)).astype(np.uint16)
+    out = np.zeros(img32.shape, dtype=np.uint16)
+    for rows in row_blocks(img32.shape):
+        v = img32[rows].astype(np.float64) * scale + adc
+        v = np.clip(v, 0.0, 65535.0)
+        out[rows] = np.floor((v + 0.5).astype(np.float32)).astype(np.uint16)
     out[~roi] = 0
     return out
 
@@ -36,8 +49,10 @@ def pgm_scale(scale: float, int_scale_: float, rmsd: float) -> float:
 
 
 def pgm_image(img32: np.ndarray, roi: np.ndarray, scale: float) -> np.ndarray:
-    v = np.minimum(img32.astype(np.float64) * scale, 255.0)
-    out = np.where(roi, np.trunc(np.maximum(v, 0.0)), 0.0).astype(np.uint8)
+    out = np.zeros(img32.shape, dtype=np.uint8)
+    for rows in row_blocks(img32.shape):
+        v = np.minimum(img32[rows].astype(np.float64) * scale, 255.0)
+        out[rows] = np.where(roi[rows], np.trunc(np.maximum(v, 0.0)), 0.0).astype(np.uint8)
     return out
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .images import row_blocks
+
 
 @dataclass
 class ImageStats:
@@ -29,25 +31,37 @@ def image_stats(img32: np.ndarray, rendered: np.ndarray, roi, pixel_size: float,
     and rms run over them; rmsd runs over the whole ROI (masked pixels count as zeros there),
     both with nanoBragg's n-1 denominators.
     """
-    v = img32.astype(np.float64)
-    vals = v[rendered]
-    n = vals.size
-    max_I, mx, my = 0.0, 0.0, 0.0
-    if n:
+    # in blocks of rows, in float64 as nanoBragg accumulates: bounded temporaries
+    n, total, sumsq = 0, 0.0, 0.0
+    max_I, at = 0.0, None  # strictly greater: the first brightest pixel in pixel order wins
+    for rows in row_blocks(img32.shape):
+        vals = img32[rows].astype(np.float64)[rendered[rows]]
+        if vals.size == 0:
+            continue
         k = int(np.argmax(vals))
-        if vals[k] > 0.0:
-            flat = np.flatnonzero(rendered.reshape(-1))[k]
-            s, f = divmod(int(flat), img32.shape[1])
-            sub = pixel_size / oversample
+        if vals[k] > max_I:
             max_I = float(vals[k])
-            mx = sub * (f * oversample + oversample - 1) + sub / 2.0
-            my = sub * (s * oversample + oversample - 1) + sub / 2.0
-    total = float(np.sum(vals))
-    sumsq = float(np.sum(vals * vals))
+            at = (rows.start, rows.stop, k)
+        n += vals.size
+        total += float(np.sum(vals))
+        sumsq += float(np.sum(vals * vals))
+    mx, my = 0.0, 0.0
+    if at is not None:
+        r0, r1, k = at
+        flat = np.flatnonzero(rendered[r0:r1].reshape(-1))[k]
+        s, f = divmod(int(flat), img32.shape[1])
+        s += r0
+        sub = pixel_size / oversample
+        mx = sub * (f * oversample + oversample - 1) + sub / 2.0
+        my = sub * (s * oversample + oversample - 1) + sub / 2.0
     avg = total / (n if n > 0 else 1)
     rms = math.sqrt(sumsq / ((n if n > 1 else 2) - 1))
     fmin, fmax, smin, smax = roi
-    box = v[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1]
+    box = img32[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1]
     m = box.size
-    rmsd = math.sqrt(float(np.sum((box - avg) ** 2)) / ((m if m > 1 else 2) - 1))
+    dev2 = 0.0
+    for rows in row_blocks(box.shape):
+        d = box[rows].astype(np.float64) - avg
+        dev2 += float(np.sum(d * d))
+    rmsd = math.sqrt(dev2 / ((m if m > 1 else 2) - 1))
     return ImageStats(max_I, mx, my, avg, rms, rmsd)

@@ -11,4 +11,4 @@ def write_pgm(path: str, data: np.ndarray, scale: float) -> None:
     """``data``: uint8 (spixels, fpixels); the comment line records the scale used."""
     h, w = data.shape
     head = b"P5\n%d %d\n" % (w, h) + ("# pixels scaled by %g\n" % scale).encode() + b"255\n"
-    atomic_write(path, head + np.ascontiguousarray(data, dtype=np.uint8).tobytes())
+    atomic_write(path, [head, np.ascontiguousarray(data, dtype=np.uint8)])

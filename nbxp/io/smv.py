@@ -60,16 +60,18 @@ def header_value(head: str, key: str):
     return float(m.group(1)) if m else 0.0
 
 
-def atomic_write(path: str, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path`` and rename it into place, so a
-    failure never leaves a half-written file."""
+def atomic_write(path: str, payload) -> None:
+    """Write ``payload`` (bytes-like, or a list of bytes-like pieces such as a header and a
+    contiguous NumPy array, written without copying) to a temporary file beside ``path`` and
+    rename it into place, so a failure never leaves a half-written file."""
     import os
     import tempfile
     d = os.path.dirname(os.path.abspath(path)) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            for piece in (payload if isinstance(payload, (list, tuple)) else [payload]):
+                fh.write(memoryview(piece).cast("B"))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -113,4 +115,4 @@ def nanobragg_header(h: dict) -> bytes:
 
 def write_smv(path: str, data: np.ndarray, header: bytes) -> None:
     """``header`` followed by ``data`` as native-order unsigned shorts, fast-major."""
-    atomic_write(path, header + np.ascontiguousarray(data, dtype=np.uint16).tobytes())
+    atomic_write(path, [header, np.ascontiguousarray(data, dtype=np.uint16)])
