@@ -63,6 +63,9 @@ def run(argv: list[str], out=sys.stdout) -> int:
     for path, flag in outputs:
         _writable(path, flag)
     _check_memory(cfg.detector.fpixels, cfg.detector.spixels)
+    if s.trace_pixel is not None:
+        from .trace import check_pixel
+        check_pixel(cfg, *s.trace_pixel)
     xp = resolve_namespace(np)
     exp = build_experiment(cfg, xp=xp, dtype=getattr(xp, s.dtype))
     p = lambda line: print(line, file=out)  # noqa: E731
@@ -87,6 +90,14 @@ def run(argv: list[str], out=sys.stdout) -> int:
         p("WARNING: further warnings will not be printed! ")
     img32 = np.ascontiguousarray(np.asarray(img), dtype=np.float32)
     del img  # a float64 image is the largest array of a run; nothing below needs it
+    if s.trace_pixel is not None:
+        # computed apart from the engine (host float64, nanoBragg's loop order), so the
+        # render above carries no tracing cost
+        from .trace import trace_lines
+        ts, tf = s.trace_pixel
+        for line in trace_lines(cfg, ts, tf, interpolation_trigger=None if interp.trigger is None else interp.trigger[0],
+                                image_value=float(img32[ts, tf])):
+            p(line)
     rendered = rendered_mask(exp)
     fmin, fmax, smin, smax = exp.roi
     st = image_stats(img32, rendered, exp.roi, exp.geom.pixel_size, exp.oversample)

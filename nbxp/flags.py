@@ -175,6 +175,7 @@ class State:
     progress: bool = True
     printout: bool = False
     printout_pixel: Optional[tuple] = None
+    trace_pixel: Optional[tuple] = None  # (slow, fast) of -trace_pixel
     interpolate: Optional[bool] = None
     shape: str = "SQUARE"
     fudge: float = 1.0
@@ -268,6 +269,10 @@ def _pixels(*which):
 def _printout_pixel(s, v, flag=None):
     s.printout = True
     s.printout_pixel = (_int(flag, v[0]), _int(flag, v[1]))
+
+
+def _trace_pixel(s, v, flag=None):
+    s.trace_pixel = (_int(flag, v[0]), _int(flag, v[1]))
 
 
 def _seed(attr):
@@ -459,6 +464,10 @@ FLAGS: list[Flag] = [
     Flag(("-tophat_spots", "-binary_spots"), 0, _set(shape="TOPHAT"), G_XTAL, "flat-top spots"),
     Flag(("-fudge",), 1, _scalar("fudge", _finite), G_XTAL, "spot-shape scale for round/gauss/tophat (default 1)", "X"),
     Flag(("-printout_pixel",), 2, _printout_pixel, G_MISC, "print values of this pixel only", "F S"),
+    Flag(("-trace_pixel", "-dump_pixel"), 2, _trace_pixel, G_MISC,
+         "print every intermediate quantity of this pixel (slow, fast) as TRACE_PY lines, "
+         "tag for tag like nanoBragg's instrumented build (see nbxp-trace-diff)", "S F",
+         match=lambda t: "-trace_pixel" in t or "-dump_pixel" in t),
     Flag(("-seed",), 1, _seed("seed"), G_OUT, "noise seed (default: time)", "N"),
     Flag(("-mosaic_seed",), 1, _seed("mosaic_seed"), G_XTAL, "mosaic-domain seed (default 12345678)", "N"),
     Flag(("-misset_seed",), 1, _seed("misset_seed"), G_XTAL, "seed for -misset random", "N"),
