@@ -3,9 +3,9 @@
 
     python scripts/scaling.py [--c-bin PATH] [--repeats 2] [--threads N] [--out docs/scaling]
 
-Runs the same simulation (a 100 A cubic cell, N = 10, 10 phi steps over 1 degree, so ten
-sub-paths per pixel as in the Pilatus benchmark) on square detectors of 1024, 2048 and 4096
-pixels a side, each in a fresh process, and records the median wall time and the peak
+Runs the same simulation (a 100 A cubic cell, N = 10, 10 phi steps over 1 degree, no
+oversampling, so ten sub-paths per pixel as in the Pilatus benchmark) on square detectors of
+1024, 2048 and 4096 pixels a side, each in a fresh process, and records the median wall time and the peak
 resident memory (GNU time) of nbxp float64, nbxp float32 and, given ``--c-bin``, nanoBragg.
 A 64 x 64 run gives the fixed memory (interpreter, libraries, tables), so that
 ``peak - fixed`` is the image-sized part, which should grow with the pixel count and no
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import run_once  # noqa: E402  (same timing and RSS measurement)
 
-ARGS = ("-cell 100 100 100 90 90 90 -lambda 1 -N 10 -default_F 100 -distance 100 -pixel 0.1 "
+ARGS = ("-cell 100 100 100 90 90 90 -lambda 1 -N 10 -default_F 100 -distance 100 -pixel 0.1 -oversample 1 "
         "-phi 0 -osc 1 -phisteps 10")
 SIDES = (1024, 2048, 4096)
 
