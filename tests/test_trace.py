@@ -303,7 +303,9 @@ def test_diff_tolerances_and_exit_codes(tmp_path):
     rc, _, err = _trace_diff(binary, a)
     assert rc == 2 and "bin.trace" in err and "Traceback" not in err
     rc, _, err = _trace_diff(a, a, "--rtol", "-1")
-    assert rc == 2
+    assert rc == 2 and err.count("\n") == 1 and "--rtol" in err
+    rc, _, err = _trace_diff(a, a, "--bogus")
+    assert rc == 2 and err.count("\n") == 1 and "--bogus" in err
 
 
 def test_text_differences_and_repeats(tmp_path):

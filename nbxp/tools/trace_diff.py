@@ -272,8 +272,13 @@ def report(result: dict, show_all: bool = False) -> str:
     return "\n".join(out)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line on stderr, exit status 2 (the caller prints it)
+        raise TraceError(message)
+
+
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="nbxp-trace-diff", allow_abbrev=False,
         description="Compare two -trace_pixel logs (nanoBragg's TRACE_C or nbxp's TRACE_PY) quantity by quantity.",
         epilog="Exit status: 0 every paired quantity agrees, 1 one differs, 2 an input cannot be read.")
@@ -290,13 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse has printed its one-line usage error
-        return 0 if e.code == 0 else 2
-    if not (args.rtol >= 0 and args.atol >= 0):
-        print("nbxp-trace-diff: error: --rtol and --atol must be >= 0", file=sys.stderr)
-        return 2
-    try:
+        if not (args.rtol >= 0 and args.atol >= 0):
+            raise TraceError("--rtol and --atol must be numbers >= 0")
         A, B = read_trace(args.a), read_trace(args.b)
+    except SystemExit:  # -h: argparse has printed the help
+        return 0
     except TraceError as e:
         print(f"nbxp-trace-diff: error: {e}", file=sys.stderr)
         return 2
