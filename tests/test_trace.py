@@ -216,26 +216,19 @@ def test_no_trace_no_trace_lines_and_engine_untouched(tmp_path):
     assert "trace" not in inspect.getsource(nbxp.engine).lower()  # tracing lives outside the hot path
 
 
-def test_interpolation_state_is_taken_from_the_render():
+def test_interpolation_state_is_taken_from_the_render(tmp_path):
     """With interpolation on, the traced pixel interpolates only before the fallback."""
-    grid = "-hkl {} -cell 70 80 90 75 85 95 -interpolate -lambda 5 -distance 100 -detpixels 64 -pixel 0.1 -N 3"
-    import nbxp.io.hkl  # noqa: F401  (the file is written below)
-    import os
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        hkl = os.path.join(d, "small.hkl")
-        with open(hkl, "w") as fh:
-            for h in range(-3, 4):
-                for k in range(-3, 4):
-                    for l in range(-3, 4):
-                        fh.write(f"{h} {k} {l} {10 + abs(h) + 2 * abs(k) + 3 * abs(l)}\n")
-        args = grid.format(hkl).split()
-        on = td.trace_from_lines(_lines(args, 32, 32, interpolation_trigger=None))
-        off = td.trace_from_lines(_lines(args, 32, 32, interpolation_trigger=0))
-        h = [float(x) for x in on.last("hkl_frac").numbers]
-        near = 10 + sum(m * abs(round(x)) for m, x in zip((1, 2, 3), h))
-        assert float(off.last("F_cell").numbers[0]) == near
-        assert float(on.last("F_cell").numbers[0]) != near
+    hkl = tmp_path / "small.hkl"
+    hkl.write_text("".join(f"{h} {k} {l} {10 + abs(h) + 2 * abs(k) + 3 * abs(l)}\n"
+                           for h in range(-3, 4) for k in range(-3, 4) for l in range(-3, 4)))
+    args = (f"-hkl {hkl} -cell 70 80 90 75 85 95 -interpolate -lambda 5 -distance 100 -detpixels 64 "
+            "-pixel 0.1 -N 3").split()
+    on = td.trace_from_lines(_lines(args, 32, 32, interpolation_trigger=None))  # never switched off
+    off = td.trace_from_lines(_lines(args, 32, 32, interpolation_trigger=0))  # switched off at pixel 0
+    h = [float(x) for x in on.last("hkl_frac").numbers]
+    near = 10 + sum(m * abs(round(x)) for m, x in zip((1, 2, 3), h))
+    assert float(off.last("F_cell").numbers[0]) == near
+    assert float(on.last("F_cell").numbers[0]) != near
 
 
 # ----------------------------------------------------------------------------- the diff tool
