@@ -341,7 +341,8 @@ def test_source_file(tmp_path):
     (["-dispersion", 1, "-dispsteps", 4], 4, 1),
     (["-detector_thick", 100, "-detector_abs", 100], 1, 2),   # thickness only: two layers
     (["-detector_thicksteps", 3], 1, 1),       # count only: thickness stays 0, so no sensor layers
-])
+], ids=["none", "hdiv-range-step", "hdiv-range-count", "disp-range", "disp-range-count", "thick-only",
+        "thicksteps-only"])
 def test_auto_selection(tmp_path, flags, sources, layers):
     r = run(FLAT + ["-detpixels", 8, "-nonoise", "-nopgm"] + flags, tmp_path)
     created = [int(line.split("created a total of")[1].split()[0]) for line in r.stdout.splitlines()
