@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nbxp.rng import Ran1, mosaic_domains, mosaic_rotation_umat
+from nbxp.rng import Deviates, Ran1, mosaic_domains, mosaic_rotation_umat, poisson_counts
 
 M31 = 2**31 - 1
 
@@ -146,3 +146,39 @@ def test_mosaic_domains():
     assert np.max(np.abs(other[1:] - U[1:])) > 1e-6
     # a prefix of a longer run is the shorter run
     np.testing.assert_array_equal(mosaic_domains(spread, 5, -12345678), U[:5])
+
+
+# --------------------------------------------------------------------------- compiled noise
+
+def _native_available():
+    from nbxp import native
+    return native.load("noise") is not None
+
+
+@pytest.mark.skipif(not _native_available(), reason="no C compiler for the compiled noise generator")
+@pytest.mark.parametrize("seed", [-1234, -1, -987654321])
+def test_compiled_noise_equals_python_reference(seed):
+    # every regime of poidev (multiplication below 12, rejection up to 1e6, Gaussian above)
+    # and its cached constants (repeated means), in one shuffled stream
+    rng = np.random.default_rng(abs(seed))
+    means = np.concatenate([rng.exponential(0.5, 20000), rng.uniform(0, 12, 5000), rng.uniform(12, 2000, 3000),
+                            rng.uniform(1e5, 3e6, 300), np.zeros(100), np.full(50, 7.25), np.full(50, 345.5),
+                            [1e6, 12.0, np.nextafter(np.float32(12), np.float32(0)), 1e6 + 64, -3.0]]).astype(np.float32)
+    rng.shuffle(means)
+    fast = poisson_counts(means, seed)
+    slow = poisson_counts(means, seed, native=False)
+    np.testing.assert_array_equal(fast, slow)
+    # and the Python path is the Deviates stream itself
+    dev = Deviates(seed)
+    np.testing.assert_array_equal(slow[:500], np.array([dev.poisson(float(m)) for m in means[:500]], np.float32))
+
+
+def test_noise_without_compiler_falls_back_to_python(monkeypatch, tmp_path):
+    from nbxp import native
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("NBXP_NO_NATIVE", "1")
+    assert native.load("noise") is None
+    means = np.array([0.0, 0.5, 3.0, 40.0, 2e6], np.float32)
+    out = poisson_counts(means, -77)
+    dev = Deviates(-77)
+    np.testing.assert_array_equal(out, np.array([dev.poisson(float(m)) for m in means], np.float32))
