@@ -293,6 +293,9 @@ def render(exp: Experiment, *, tile_budget: int = DEFAULT_TILE_EVALUATIONS, thre
     on every evaluation before it.  ``progress(n)`` is called with each tile's pixel count.
     """
     xp = exp.xp
+    if getattr(xp, "__name__", "").endswith("cupy"):
+        from .gpu import render_kernel  # the CUDA kernel, one thread per pixel (nbxp/kernels)
+        return render_kernel(exp, progress=progress)
     tune_malloc()
     state = InterpolationState(active=exp.interpolate)
     P = tile_size(exp, tile_budget)
@@ -300,7 +303,7 @@ def render(exp: Experiment, *, tile_budget: int = DEFAULT_TILE_EVALUATIONS, thre
     mask = rendered_mask(exp)
     # the selected pixels' values in nanoBragg's pixel order, filled tile by tile: memory is
     # this one array plus the tiles in flight
-    vals = xp.zeros((int(np.count_nonzero(mask)),), dtype=exp.dtype)
+    vals = xp.empty((int(np.count_nonzero(mask)),), dtype=exp.dtype)  # every entry gets written
     offset = 0
 
     def one(ids):
