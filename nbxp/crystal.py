@@ -37,15 +37,34 @@ def _clamp(s: float, c: float) -> float:
     return math.atan2(s, c)
 
 
-def standard_setting(cell, notes: list) -> tuple[np.ndarray, float, tuple[float, float, float]]:
-    """Reciprocal vectors (rows, 1/A) of a cell (a, b, c in A; angles in rad) in nanoBragg's
-    standard orientation, with the cell volume (A^3) and the edge lengths after defaults."""
+def cell_with_defaults(cell) -> tuple[float, float, float, float, float, float]:
+    """(a, b, c, alpha, beta, gamma) with nanoBragg's defaults for missing or non-positive
+    entries: b and c equal a, angles 90 degrees (lengths in A, angles in rad)."""
     a, b, c, al, be, ga = (list(cell) + [0.0] * 6)[:6]
     b = a if b <= 0 else b
     c = a if c <= 0 else c
     al = math.pi / 2 if al <= 0 else al
     be = math.pi / 2 if be <= 0 else be
     ga = math.pi / 2 if ga <= 0 else ga
+    return a, b, c, al, be, ga
+
+
+def reciprocal_lengths(cell, V: float, notes: list) -> tuple[float, float, float]:
+    """|a*|, |b*|, |c*| (1/A) of a defaulted cell of volume ``V`` (A^3); impossible
+    (non-positive) values are noted and replaced by their magnitude (or the smallest float)."""
+    a, b, c, al, be, ga = cell
+    Vs = 1.0 / V
+    ast, bst, cst = b * c * math.sin(al) * Vs, c * a * math.sin(be) * Vs, a * b * math.sin(ga) * Vs
+    if ast <= 0 or bst <= 0 or cst <= 0:
+        notes.append(f"WARNING: impossible reciprocal cell lengths: {ast:g} {bst:g} {cst:g}")
+        ast, bst, cst = (abs(x) or _TINY for x in (ast, bst, cst))
+    return ast, bst, cst
+
+
+def standard_setting(cell, notes: list) -> tuple[np.ndarray, float, tuple[float, float, float]]:
+    """Reciprocal vectors (rows, 1/A) of a cell (a, b, c in A; angles in rad) in nanoBragg's
+    standard orientation, with the cell volume (A^3) and the edge lengths after defaults."""
+    a, b, c, al, be, ga = cell_with_defaults(cell)
     aavg = (al + be + ga) / 2
     skew = abs(math.sin(aavg) * math.sin(aavg - al) * math.sin(aavg - be) * math.sin(aavg - ga))
     V = 2.0 * a * b * c * math.sqrt(skew)
@@ -53,10 +72,7 @@ def standard_setting(cell, notes: list) -> tuple[np.ndarray, float, tuple[float,
         notes.append(f"WARNING: impossible unit cell volume: {V:g}")
         V = _TINY
     Vs = 1.0 / V
-    ast, bst, cst = b * c * math.sin(al) * Vs, c * a * math.sin(be) * Vs, a * b * math.sin(ga) * Vs
-    if ast <= 0 or bst <= 0 or cst <= 0:
-        notes.append(f"WARNING: impossible reciprocal cell lengths: {ast:g} {bst:g} {cst:g}")
-        ast, bst, cst = (abs(x) or _TINY for x in (ast, bst, cst))
+    ast, bst, cst = reciprocal_lengths((a, b, c, al, be, ga), V, notes)
     sin_gs = c * Vs / ast / bst
     cos_as = (math.cos(be) * math.cos(ga) - math.cos(al)) / (math.sin(be) * math.sin(ga))
     cos_bs = (math.cos(ga) * math.cos(al) - math.cos(be)) / (math.sin(ga) * math.sin(al))

@@ -46,7 +46,9 @@ def convention_axes(convention: str, user: dict) -> dict:
     return axes
 
 
-def _unit_host(v: np.ndarray) -> tuple[np.ndarray, float]:
+def unit_host(v) -> tuple[np.ndarray, float]:
+    """A host float64 unit vector along ``v`` (zero for a zero vector) and ``|v|``."""
+    v = np.asarray(v, dtype=np.float64)
     mag = math.sqrt(float(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
     return (v / mag if mag != 0 else np.zeros(3)), mag
 
@@ -89,8 +91,27 @@ class DetectorGeometry:
     point_pixel: bool
 
 
-def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -> DetectorGeometry:
-    """Place the detector as nanoBragg does (convention, beam centre, pivot, rotations)."""
+@dataclass
+class BeamCentre:
+    """The detector-plane coordinates (m) a convention derives from the user's beam centre:
+    (Xbeam, Ybeam) as given or defaulted, the direct-beam spot (Fbeam, Sbeam), the near
+    point (Fclose, Sclose) and (Xclose, Yclose), and the pivot the convention implies."""
+
+    Xbeam: float
+    Ybeam: float
+    Xclose: float
+    Yclose: float
+    Fbeam: float
+    Sbeam: float
+    Fclose: float
+    Sclose: float
+    pivot: str
+    detsize_f: float
+    detsize_s: float
+
+
+def beam_centre(det: DetectorConfig) -> BeamCentre:
+    """nanoBragg's beam-centre defaults and mapping for ``det.convention``."""
     px = det.pixel_size
     detsize_f = det.detsize_f if det.detsize_f is not None else px * det.fpixels
     detsize_s = det.detsize_s if det.detsize_s is not None else px * det.spixels
@@ -125,28 +146,46 @@ def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -
         Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
         Fbeam, Sbeam = Xbeam, Ybeam
         Fclose, Sclose = Xbeam, Ybeam
+    return BeamCentre(Xbeam, Ybeam, Xclose, Yclose, Fbeam, Sbeam, Fclose, Sclose, pivot, detsize_f, detsize_s)
 
-    beam, _ = _unit_host(axes["beam"])
-    fdet, _ = _unit_host(axes["fdet"])
-    sdet, _ = _unit_host(axes["sdet"])
-    odet, omag = _unit_host(axes["odet"])
+
+def beam_ratio(det: DetectorConfig, beam, odet, *, xp) -> tuple[float, float]:
+    """How much longer the beam path to the detector is than its normal distance
+    (beam . rotated odet, never exactly 0), and the normal distance (m): the user's
+    ``-close_distance``, else |ratio * distance|."""
+    ratio = float(dot(beam, rotate_xyz(odet, det.rotx, det.roty, det.rotz, xp=xp), xp=xp))
+    if ratio == 0.0:
+        ratio = np.finfo(float).tiny
+    close_distance = det.close_distance
+    if close_distance is None:
+        close_distance = abs(ratio * det.distance)
+    return ratio, close_distance
+
+
+def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -> DetectorGeometry:
+    """Place the detector as nanoBragg does (convention, beam centre, pivot, rotations)."""
+    px = det.pixel_size
+    conv = det.convention
+    bc = beam_centre(det)
+    Xbeam, Ybeam, Xclose, Yclose = bc.Xbeam, bc.Ybeam, bc.Xclose, bc.Yclose
+    Fbeam, Sbeam, Fclose, Sclose, pivot = bc.Fbeam, bc.Sbeam, bc.Fclose, bc.Sclose, bc.pivot
+    detsize_f, detsize_s = bc.detsize_f, bc.detsize_s
+
+    beam, _ = unit_host(axes["beam"])
+    fdet, _ = unit_host(axes["fdet"])
+    sdet, _ = unit_host(axes["sdet"])
+    odet, omag = unit_host(axes["odet"])
     if omag != 1.0:
         # nanoBragg keeps odet only when it was given exactly unit length
         notes.append("WARNING: auto-generating odet_vector")
-        odet, _ = _unit_host(np.cross(fdet, sdet))
+        odet, _ = unit_host(np.cross(fdet, sdet))
     tt_axis = axes["twotheta_axis"]
 
     A = lambda v: xp.asarray(np.asarray(v, dtype=float), dtype=dtype)  # noqa: E731
     beam_x, fdet_x, sdet_x, odet_x, tt_x = A(beam), A(fdet), A(sdet), A(odet), A(tt_axis)
     rx, ry, rz, tt = det.rotx, det.roty, det.rotz, det.twotheta
 
-    # how much longer the beam path is than the detector normal distance
-    ratio = float(dot(beam_x, rotate_xyz(odet_x, rx, ry, rz, xp=xp), xp=xp))
-    if ratio == 0.0:
-        ratio = np.finfo(float).tiny
-    close_distance = det.close_distance
-    if close_distance is None:
-        close_distance = abs(ratio * det.distance)
+    ratio, close_distance = beam_ratio(det, beam_x, odet_x, xp=xp)
 
     pix0 = None
     if pivot == "SAMPLE":

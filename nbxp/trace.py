@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .config import R_E_SQR, SimConfig
-from .geometry import capture_fraction, convention_axes, solid_angle, subpixel_positions
+from .geometry import beam_centre, beam_ratio, capture_fraction, convention_axes, solid_angle, subpixel_positions, unit_host
 from .physics import lattice_factor, polarization
 from .vectors import cross, dot, norm, rotate_axis, rotate_xyz, unitize
 
@@ -96,56 +96,20 @@ def detector_lines(cfg: SimConfig) -> list[str]:
         "polar": beam_cfg.polar_vector, "spindle": cr.spindle_axis,
     })
     px = det.pixel_size
-    detsize_f = det.detsize_f if det.detsize_f is not None else px * det.fpixels
-    detsize_s = det.detsize_s if det.detsize_s is not None else px * det.spixels
     conv = det.convention
-    nan = float("nan")
-    val = lambda v: nan if v is None else float(v)  # noqa: E731
-    Xbeam, Ybeam, Xclose, Yclose = val(det.Xbeam), val(det.Ybeam), val(det.Xclose), val(det.Yclose)
-    Fclose = (det.ORGX - 0.5) * px if det.ORGX is not None else detsize_f / 2.0
-    Sclose = (det.ORGY - 0.5) * px if det.ORGY is not None else detsize_s / 2.0
-    Xclose = Fclose if math.isnan(Xclose) else Xclose
-    Yclose = Sclose if math.isnan(Yclose) else Yclose
-    Fbeam, Sbeam, pivot = Fclose, Sclose, det.pivot
-    if conv == "ADXV":
-        Xbeam = (detsize_f + px) / 2.0 if math.isnan(Xbeam) else Xbeam
-        Ybeam = (detsize_s - px) / 2.0 if math.isnan(Ybeam) else Ybeam
-        Fbeam, Sbeam, pivot = Xbeam, detsize_s - Ybeam, "BEAM"
-    elif conv in ("MOSFLM", "DENZO"):
-        Xbeam = (detsize_s + px) / 2.0 if math.isnan(Xbeam) else Xbeam
-        Ybeam = (detsize_f + px) / 2.0 if math.isnan(Ybeam) else Ybeam
-        half = 0.5 * px if conv == "MOSFLM" else 0.0
-        Fbeam, Sbeam, pivot = Ybeam + half, Xbeam + half, "BEAM"
-    elif conv in ("XDS", "DIALS"):
-        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
-        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
-        Fbeam, Sbeam, pivot = Xbeam, Ybeam, "SAMPLE"
-    else:
-        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
-        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
-        Fbeam, Sbeam = Xbeam, Ybeam
-        Fclose, Sclose = Xbeam, Ybeam
-
-    def unit(v):
-        v = np.asarray(v, dtype=np.float64)
-        mag = math.sqrt(float(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
-        return (v / mag if mag != 0 else np.zeros(3)), mag
-
-    beam, _ = unit(axes["beam"])
-    fdet, _ = unit(axes["fdet"])
-    sdet, _ = unit(axes["sdet"])
-    odet, omag = unit(axes["odet"])
+    bc = beam_centre(det)
+    Xbeam, Ybeam, Xclose, Yclose = bc.Xbeam, bc.Ybeam, bc.Xclose, bc.Yclose
+    Fbeam, Sbeam, Fclose, Sclose, pivot = bc.Fbeam, bc.Sbeam, bc.Fclose, bc.Sclose, bc.pivot
+    beam, _ = unit_host(axes["beam"])
+    fdet, _ = unit_host(axes["fdet"])
+    sdet, _ = unit_host(axes["sdet"])
+    odet, omag = unit_host(axes["odet"])
     if omag != 1.0:
-        odet, _ = unit(np.cross(fdet, sdet))
+        odet, _ = unit_host(np.cross(fdet, sdet))
     tt_axis = np.asarray(axes["twotheta_axis"], dtype=np.float64)
     rx, ry, rz, tt = det.rotx, det.roty, det.rotz, det.twotheta
 
-    ratio = float(dot(beam, rotate_xyz(odet, rx, ry, rz, xp=np), xp=np))
-    if ratio == 0.0:
-        ratio = np.finfo(float).tiny
-    close_distance = det.close_distance
-    if close_distance is None:
-        close_distance = abs(ratio * det.distance)
+    ratio, close_distance = beam_ratio(det, beam, odet, xp=np)
     distance = close_distance / ratio
 
     out: list[str] = []
@@ -224,29 +188,12 @@ def _rotation_matrices(rx: float, ry: float, rz: float):
 
 # ----------------------------------------------------------------------------- crystal
 
-def _reciprocal_lengths(cell_A, V: float) -> list[float]:
-    """|a*|, |b*|, |c*| (1/A) from the cell edges and angles, as nanoBragg stores them
-    beside its vectors; it prints these stored values (not the vectors' norms, which differ
-    slightly for a skewed cell) until a vector operation recomputes them."""
-    a, b, c, al, be, ga = (list(cell_A) + [0.0] * 6)[:6]
-    b = a if b <= 0 else b
-    c = a if c <= 0 else c
-    al = math.pi / 2 if al <= 0 else al
-    be = math.pi / 2 if be <= 0 else be
-    ga = math.pi / 2 if ga <= 0 else ga
-    Vs = 1.0 / V
-    lens = [b * c * math.sin(al) * Vs, c * a * math.sin(be) * Vs, a * b * math.sin(ga) * Vs]
-    if min(lens) <= 0:
-        lens = [abs(x) or np.finfo(float).tiny for x in lens]
-    return lens
-
-
 def crystal_lines(cfg: SimConfig, misset=None) -> list[str]:
     """The crystal set-up block: reciprocal vectors from the cell or A matrix (1/A), misset,
     real-space vectors (A, then m).  The steps of :func:`nbxp.crystal.cell_vectors`, redone
     with every intermediate kept; ``misset`` (rad) overrides ``cfg.crystal.misset`` (a
     resolved random orientation)."""
-    from .crystal import standard_setting
+    from .crystal import cell_with_defaults, reciprocal_lengths, standard_setting
 
     cr, lam = cfg.crystal, cfg.beam.wavelength
     out: list[str] = []
@@ -258,7 +205,9 @@ def crystal_lines(cfg: SimConfig, misset=None) -> list[str]:
     if user_cell:
         cell_A = (cr.cell[0] * 1e10, cr.cell[1] * 1e10, cr.cell[2] * 1e10, *cr.cell[3:6])
         recip, V_user, lengths = standard_setting(cell_A, [])
-        mags = _reciprocal_lengths(cell_A, V_user)
+        # nanoBragg prints the stored lengths, not the vectors' norms (which differ slightly
+        # for a skewed cell), until a vector operation recomputes them
+        mags = list(reciprocal_lengths(cell_with_defaults(cell_A), V_user, []))
     names = ("a_star", "b_star", "c_star")
     if cr.amat is not None:
         raw = np.asarray(cr.amat, dtype=float).T
