@@ -34,10 +34,17 @@ from .experiment import Experiment
 from .geometry import capture_fraction_cos, pixel_positions, solid_angle
 from .physics import kahn_factor, lattice_factor, polarization_frame
 
-#: float64 sub-path evaluations per tile (twice as many in float32): small enough for the
-#: temporaries to stay in cache, large enough that NumPy's per-call overhead (and the GIL it
-#: holds) stays small; measured on a 2-core EPYC, 2^13 and 2^17 are both >1.5x slower
-DEFAULT_TILE_EVALUATIONS = 1 << 15
+#: memory (bytes) for the temporaries of one tile; one tile is computed per thread at a time,
+#: so the engine's working memory is about threads x this, whatever the detector size.
+#: 10 MiB gives 2^15 sub-path evaluations per float64 tile (2^16 in float32): small enough
+#: for the temporaries to stay in cache, large enough that NumPy's per-call overhead (and
+#: the GIL it holds) stays small; on a 2-core EPYC, 4x smaller or larger tiles are slower
+DEFAULT_TILE_BYTES = 10 * 2**20
+
+#: peak live array elements per sub-path evaluation inside a tile, measured with
+#: tracemalloc over the benchmark cases (24-42; per-pixel arrays weigh most when a pixel
+#: has one sub-path); the 64-point tricubic stencil keeps about four times as many
+ITEMS_PER_EVALUATION = 40
 
 
 @dataclass
@@ -229,13 +236,12 @@ def _with_interpolation(exp, hkl, hkl0, F_nearest, evaluated, idx, state):
     return xp.where(before, F_interp, F_nearest)
 
 
-def tile_size(exp: Experiment, budget: int = DEFAULT_TILE_EVALUATIONS) -> int:
-    if exp.dtype == exp.xp.float32:
-        budget *= 2
+def tile_size(exp: Experiment, tile_bytes: int = DEFAULT_TILE_BYTES) -> int:
+    """Pixels per tile so that a tile's temporaries take about ``tile_bytes``."""
+    itemsize = 4 if exp.dtype == exp.xp.float32 else 8
     per_pixel = exp.thicksteps * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
-    if exp.interpolate:
-        per_pixel *= 4  # the 64-point stencil keeps a few more temporaries alive
-    return max(1, budget // max(per_pixel, 1))
+    items = ITEMS_PER_EVALUATION * (4 if exp.interpolate else 1)
+    return max(1, int(tile_bytes) // (items * itemsize * max(per_pixel, 1)))
 
 
 _MALLOC_TUNED = False
@@ -281,7 +287,7 @@ def tiles(exp: Experiment, tile_pixels: int):
             yield sel[t0:t0 + tile_pixels]
 
 
-def render(exp: Experiment, *, tile_budget: int = DEFAULT_TILE_EVALUATIONS, threads: int | None = None,
+def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: int | None = None,
            progress=None):
     """The float image (spixels, fpixels) in ``exp.dtype`` on ``exp.xp``, and the state of
     interpolation at the end (for the one-time fallback warning).
@@ -298,7 +304,7 @@ def render(exp: Experiment, *, tile_budget: int = DEFAULT_TILE_EVALUATIONS, thre
         return render_kernel(exp, progress=progress)
     tune_malloc()
     state = InterpolationState(active=exp.interpolate)
-    P = tile_size(exp, tile_budget)
+    P = tile_size(exp, tile_bytes)
     threads = default_threads() if threads is None else max(1, int(threads))
     mask = rendered_mask(exp)
     # the selected pixels' values in nanoBragg's pixel order, filled tile by tile: memory is

@@ -265,8 +265,8 @@ def test_image_does_not_depend_on_threads_or_tile_size():
     xp = resolve_namespace(np)
     ref, _ = render(build_experiment(cfg, xp=xp, dtype=xp.float64), threads=1)
     assert np.asarray(ref).max() > 0
-    for threads, budget in ((2, 1 << 14), (2, 1 << 8), (3, 1 << 11)):
-        img, _ = render(build_experiment(cfg, xp=xp, dtype=xp.float64), threads=threads, tile_budget=budget)
+    for threads, budget in ((2, 1 << 22), (2, 1 << 14), (3, 1 << 19)):  # bytes per tile
+        img, _ = render(build_experiment(cfg, xp=xp, dtype=xp.float64), threads=threads, tile_bytes=budget)
         np.testing.assert_array_equal(np.asarray(img), np.asarray(ref))
 
 
