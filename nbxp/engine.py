@@ -41,8 +41,8 @@ from .physics import kahn_factor, lattice_factor, polarization_frame
 #: the GIL it holds) stays small; on a 2-core EPYC, 4x smaller or larger tiles are slower
 DEFAULT_TILE_BYTES = 10 * 2**20
 
-#: peak live array elements per sub-path evaluation inside a tile, measured with Python's
-#: allocation tracer over the benchmark cases (24-42; per-pixel arrays weigh most when a pixel
+#: peak live array elements per sub-path evaluation inside a tile, as Python's allocation
+#: accounting counts them over the benchmark cases (24-42; per-pixel arrays weigh most when a pixel
 #: has one sub-path); the 64-point tricubic stencil keeps about four times as many
 ITEMS_PER_EVALUATION = 40
 
