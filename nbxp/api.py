@@ -45,14 +45,39 @@ def resolve_dtype(xp, dtype=None):
     return dtype
 
 
-def simulate(config: SimConfig, *, xp=None, dtype=None, experiment_out: list | None = None):
+def backend_namespace(xp=None, backend: str | None = None):
+    """The array module to simulate on, from ``xp`` and/or ``backend`` ('auto', 'numpy' or
+    'cupy'; see :func:`nbxp.gpu.choose_backend`).  'auto' picks CuPy only when a usable GPU is
+    present and logs which it used (logger ``nbxp``); 'cupy' without one raises
+    :class:`nbxp.gpu.BackendError`.  Given both, they must agree ('auto' defers to ``xp``)."""
+    if backend is None:
+        return xp
+    from .gpu import choose_backend, is_cupy, log
+    if xp is not None and str(backend).lower() == "auto":
+        return xp
+    name, why = choose_backend(backend)
+    if xp is not None and is_cupy(resolve_namespace(xp)) != (name == "cupy"):
+        raise ValueError(f"backend={backend!r} contradicts xp={getattr(xp, '__name__', xp)!r}")
+    log.info("nbxp backend: %s (%s)", name, why)
+    if xp is not None:
+        return xp
+    if name == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def simulate(config: SimConfig, *, xp=None, dtype=None, backend: str | None = None,
+             experiment_out: list | None = None):
     """The float image (photons per pixel) of ``config``, shape (spixels, fpixels).
 
     ``xp``: ``numpy`` (default), ``cupy`` or any array-API namespace; the image is an array of
-    that namespace (on the device for CuPy).  ``dtype``: float64 (default) or float32.
+    that namespace (on the device for CuPy, rendered by the CUDA kernel).  ``backend``:
+    'numpy', 'cupy' or 'auto' (CuPy when a usable GPU is present), instead of ``xp``.
+    ``dtype``: float64 (default) or float32.
     ``experiment_out``: if a list is given, the resolved :class:`Experiment` is appended.
     """
-    ns = resolve_namespace(xp)
+    ns = resolve_namespace(backend_namespace(xp, backend))
     dt = resolve_dtype(ns, dtype)
     exp = build_experiment(config, xp=ns, dtype=dt)
     img, _ = render(exp)

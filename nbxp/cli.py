@@ -66,7 +66,9 @@ def run(argv: list[str], out=sys.stdout) -> int:
     if s.trace_pixel is not None:
         from .trace import check_pixel
         check_pixel(cfg, *s.trace_pixel)
-    xp = resolve_namespace(np)
+    from .gpu import choose_backend, to_host_float32
+    backend, why = choose_backend(s.backend)
+    xp = resolve_namespace(__import__("cupy") if backend == "cupy" else np)
     exp = build_experiment(cfg, xp=xp, dtype=getattr(xp, s.dtype))
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:
@@ -81,6 +83,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
         p("reading Fs from Fdump.bin")
     for line in summary_lines(exp, cfg, s):
         p(line)
+    p(f"nbxp backend: {backend} ({why})")
     out.flush()
     with progress_bar(exp, s.progress) as tick:
         img, interp = render(exp, threads=s.threads, progress=tick)
@@ -88,7 +91,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
         _, h, k, l, h0, k0, l0 = interp.trigger
         p(f"WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: {h:g},{k:g},{l:g},{h0},{k0},{l0} ")
         p("WARNING: further warnings will not be printed! ")
-    img32 = np.ascontiguousarray(np.asarray(img), dtype=np.float32)
+    img32 = to_host_float32(img)  # the only device-to-host copy of a GPU run
     del img  # a float64 image is the largest array of a run; nothing below needs it
     if s.trace_pixel is not None:
         # computed apart from the engine (host float64, nanoBragg's loop order), so the

@@ -184,6 +184,7 @@ class State:
     water_size: float = 0.0
     threads: Optional[int] = None
     dtype: str = "float64"
+    backend: str = "auto"
     warnings: list = field(default_factory=list)
 
 
@@ -487,6 +488,12 @@ def _dtype(s, v, flag=None):
     s.dtype = v[0]
 
 
+def _backend(s, v, flag=None):
+    if v[0] not in ("auto", "numpy", "cupy"):
+        raise UsageError(f"{flag}: expected auto, numpy or cupy, got {v[0]!r}")
+    s.backend = v[0]
+
+
 #: nbxp's own options (double dash, matched exactly; nanoBragg has none of these)
 NBXP_FLAGS: list[Flag] = [
     Flag(("--threads",), 1, _threads, "nbxp", "worker threads for the CPU engine (default: all cores)", "N",
@@ -494,6 +501,9 @@ NBXP_FLAGS: list[Flag] = [
     Flag(("--dtype",), 1, _dtype, "nbxp",
          "engine precision: float64 (default, nanoBragg's) or float32 (faster, correlation >= 0.9999)",
          "float32|float64", match=_exact("--dtype")),
+    Flag(("--backend",), 1, _backend, "nbxp",
+         "array backend: auto (default: CuPy when a usable GPU is present, else NumPy), numpy or cupy",
+         "auto|numpy|cupy", match=_exact("--backend")),
 ]
 
 _ALL_NAMES = sorted({n for f in FLAGS + NBXP_FLAGS for n in f.names})

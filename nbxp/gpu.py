@@ -1,0 +1,223 @@
+"""The GPU path: backend choice and the launch of the CUDA render kernel.
+
+:func:`render_kernel` is :func:`nbxp.engine.render` for an experiment built on CuPy: the
+experiment's arrays (detector frame, sources, orientations, F grid) are already on the
+device, made by the same array-API code as on the CPU; this module packs them into the
+kernel's buffers, launches ``nbxp/kernels/nbxp_render.cu`` over the ROI in chunks of
+pixels, and returns the image as an array of the same namespace (on the device).  Nothing
+is copied to the host but a few scalars when interpolation is on.
+
+The code here uses only the array API and NumPy scalars, and takes the module class as a
+parameter, so the tests run it on NumPy or array-api-strict arrays against
+:class:`nbxp.kernels.cpu.CpuRawModule` (the CPU build of the same kernel).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from . import kernels
+from .config import R_E_SQR
+from .engine import InterpolationState, rendered_mask
+from .physics import SHAPE_GAUSS, SHAPE_ROUND, SHAPE_SQUARE, SHAPE_TOPHAT, polarization_frame
+
+log = logging.getLogger("nbxp")
+
+BACKENDS = ("auto", "numpy", "cupy")
+#: threads per block: a multiple of the warp size; the kernel uses no shared memory
+BLOCK = 256
+#: sub-path evaluations per launch (about 0.1 s of GPU time at most), and pixel bounds
+CHUNK_EVALUATIONS = 1 << 28
+CHUNK_PIXELS = (1 << 18, 1 << 22)
+
+
+class BackendError(ValueError):
+    """The requested backend cannot run here."""
+
+
+def gpu_status() -> tuple[bool, str]:
+    """(usable, why): a GPU is usable when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a broken CUDA installation
+        return False, "CuPy is not installed" if isinstance(e, ImportError) \
+            else f"CuPy does not import ({type(e).__name__}: {e})"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return False, f"no usable CUDA device ({type(e).__name__}: {e})"
+    if n <= 0:
+        return False, "no CUDA device"
+    return True, f"{n} CUDA device{'s' if n > 1 else ''}"
+
+
+def usable_gpu() -> bool:
+    return gpu_status()[0]
+
+
+def choose_backend(backend: str | None) -> tuple[str, str]:
+    """``(name, reason)``: 'numpy' or 'cupy' for a requested backend 'auto', 'numpy' or
+    'cupy' (None means 'numpy').  Asking for 'cupy' without a usable GPU raises
+    :class:`BackendError`."""
+    backend = "numpy" if backend is None else str(backend).lower()
+    if backend not in BACKENDS:
+        raise BackendError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "numpy":
+        return "numpy", "requested"
+    ok, why = gpu_status()
+    if backend == "cupy":
+        if not ok:
+            raise BackendError(f"--backend cupy: no usable GPU: {why} (pip install \"nbxp[gpu]\" on a machine "
+                               "with an NVIDIA GPU and driver)")
+        return "cupy", "requested"
+    return ("cupy", f"auto: {why}") if ok else ("numpy", f"auto: no usable GPU: {why}")
+
+
+def is_cupy(xp) -> bool:
+    return getattr(xp, "__name__", "").endswith("cupy")
+
+
+def to_host_float32(img) -> np.ndarray:
+    """A C-contiguous host float32 copy of an image of any namespace (converted on the
+    device first for CuPy, halving the transfer of a float64 image)."""
+    if type(img).__module__.startswith("cupy"):
+        return np.ascontiguousarray(img.astype("float32").get())
+    if not isinstance(img, np.ndarray) and hasattr(img, "__dlpack__"):
+        img = np.from_dlpack(img)
+    return np.ascontiguousarray(np.asarray(img), dtype=np.float32)
+
+
+def _shape_code(shape: str) -> int:
+    c = kernels.constants()
+    return {SHAPE_SQUARE: c["NBXP_SHAPE_SQUARE"], SHAPE_ROUND: c["NBXP_SHAPE_ROUND"],
+            SHAPE_GAUSS: c["NBXP_SHAPE_GAUSS"], SHAPE_TOPHAT: c["NBXP_SHAPE_TOPHAT"]}[shape]
+
+
+def kernel_flags(exp) -> int:
+    """The kernel's ``flags`` bits for an experiment (interpolation excluded: the launch
+    loop sets it per pass)."""
+    c = kernels.constants()
+    bits = {
+        "NBXP_CURVED": exp.geom.curved,
+        "NBXP_POINT_PIXEL": exp.geom.point_pixel,
+        "NBXP_CAPTURE": exp.oversample_thick or exp.thickness != 0.0,
+        "NBXP_POLAR": not (exp.nopolar and not exp.oversample_polar),
+        "NBXP_OVERSAMPLE_OMEGA": exp.oversample_omega,
+        "NBXP_OVERSAMPLE_POLAR": exp.oversample_polar,
+        "NBXP_OVERSAMPLE_THICK": exp.oversample_thick,
+        "NBXP_MASK": exp.mask is not None,
+        "NBXP_HKL": exp.F.count != 0,
+        "NBXP_INTEGER_N": all(float(n) == math.floor(n) for n in exp.N),
+    }
+    return sum(c[k] for k, on in bits.items() if on)
+
+
+def roi_box(exp) -> tuple[int, int, int, int]:
+    """(f0, s0, width, height) of the ROI rectangle clipped to the detector (width or height
+    0 when it is empty); kernel positions run row-major over it."""
+    g = exp.geom
+    fmin, fmax, smin, smax = exp.roi
+    f0, f1 = max(fmin, 0), min(fmax, g.fpixels - 1)
+    s0, s1 = max(smin, 0), min(smax, g.spixels - 1)
+    return f0, s0, max(f1 - f0 + 1, 0), max(s1 - s0 + 1, 0)
+
+
+def chunk_pixels(exp) -> int:
+    per_pixel = exp.thicksteps * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
+    lo, hi = CHUNK_PIXELS
+    return int(min(max(CHUNK_EVALUATIONS // max(per_pixel, 1), lo), hi))
+
+
+def device_buffers(exp) -> dict:
+    """The kernel's input arrays, made on the experiment's namespace (no host copies but the
+    host mask)."""
+    xp, dt = exp.xp, exp.dtype
+    g = exp.geom
+    if exp.F.count != 0:
+        Fgrid = exp.F._padded_grid()
+    else:
+        Fgrid = xp.zeros((1,), dtype=dt)
+    E_in, B_in = polarization_frame(exp.incident, exp.polar_axis, xp=xp)
+    sources = xp.concat([exp.incident, exp.lambdas[:, None], E_in, B_in], axis=1)  # (S, 10)
+    frame = xp.concat([g.pix0, g.fdet, g.sdet, g.odet, g.beam, xp.reshape(exp.recip, (-1,))])
+    if exp.mask is not None:
+        mask = xp.asarray(np.ascontiguousarray(exp.mask, dtype=np.uint8).reshape(-1))
+    else:
+        mask = xp.zeros((1,), dtype=xp.uint8)
+    return dict(Fgrid=xp.reshape(Fgrid, (-1,)), sources=xp.reshape(sources, (-1,)),
+                orient=xp.reshape(exp.orient, (-1,)), frame=frame, mask=mask)
+
+
+def render_kernel(exp, *, raw_module=None, progress=None, block: int = BLOCK, chunk: int | None = None):
+    """The float image (spixels, fpixels) of ``exp`` from the CUDA kernel, as an array of
+    ``exp.xp``, and the :class:`~nbxp.engine.InterpolationState` at the end.
+
+    ``raw_module``: the RawModule class (default ``cupy.RawModule``; the tests pass the CPU
+    stand-in).  ``chunk``: pixels per launch (default: about 2^28 sub-path evaluations).
+    ``progress(n)`` is called after each launch with the pixels it rendered.
+    """
+    xp, dt, g = exp.xp, exp.dtype, exp.geom
+    real = np.float32 if kernels.real_name(dt) == "float" else np.float64
+    kernel = kernels.get_kernel(dt, raw_module)
+    c = kernels.constants()
+    buf = device_buffers(exp)
+    f0, s0, w, h = roi_box(exp)
+    npos = w * h
+    chunk = int(chunk or chunk_pixels(exp))
+    image = xp.zeros((g.spixels * g.fpixels,), dtype=dt)
+    state = InterpolationState(active=exp.interpolate and exp.F.count != 0)
+    interpolating = state.active
+    first_oor = xp.zeros((min(chunk, npos) if interpolating else 1,), dtype=xp.int32)
+    trigger = xp.zeros((3,), dtype=dt)
+    flags = kernel_flags(exp)
+    hr, kr, lr = exp.F.shape
+    hmin, kmin, lmin = exp.F.mins
+    i32, i64, r = np.int32, np.int64, real
+    fixed = (
+        i32(g.fpixels), i32(f0), i32(s0), i32(max(w, 1)),
+        i32(exp.thicksteps), i32(exp.oversample), i32(exp.incident.shape[0]), i32(exp.orient.shape[0]),
+        i32(hr), i32(kr), i32(lr), i32(hmin), i32(kmin), i32(lmin), i32(_shape_code(exp.shape)),
+    )
+    reals = (
+        r(g.pixel_size), r(g.pixel_size / exp.oversample), r(g.close_distance), r(g.distance),
+        r(exp.thickstep), r(exp.mu), r(exp.dmin), r(exp.kahn), r(exp.N[0]), r(exp.N[1]), r(exp.N[2]),
+        r(exp.fudge), r(exp.F.default_F), r(exp.I_bg), r(R_E_SQR * exp.fluence / exp.steps),
+    )
+    # host copy of which ROI positions are rendered, only to count them for the progress bar
+    counted = None
+    if progress is not None and exp.mask is not None:
+        counted = rendered_mask(exp)[s0:s0 + h, f0:f0 + w].reshape(-1)
+
+    def launch(start: int, n: int, switch_pixel: int, switch_sub: int, extra_flags: int):
+        grid = (max(1, -(-n // block)),)
+        kernel(grid, (block,), (
+            image, first_oor, trigger, buf["Fgrid"], buf["sources"], buf["orient"], buf["frame"], buf["mask"],
+            i64(start), i64(n), i64(switch_pixel), i32(switch_sub), *fixed, i32(flags | extra_flags), *reals))
+
+    interp = c["NBXP_INTERPOLATE"]
+    for start in range(0, npos, chunk):
+        n = min(chunk, npos - start)
+        if not interpolating:
+            launch(start, n, 0, 0, 0)
+        else:
+            # pass 1: tricubic everywhere, each pixel records its first out-of-range evaluation
+            launch(start, n, npos, 0, interp)
+            rec = first_oor[:n]
+            hit = rec >= 0
+            if bool(xp.any(hit)):
+                p = int(xp.argmax(xp.astype(hit, xp.int8)))
+                sub = int(rec[p])
+                P = start + p
+                # pass 2: pixels from the first hit on, switched off at (P, sub)
+                launch(P, n - p, P, sub, interp)
+                interpolating = state.active = False
+                hkl = xp.asarray(trigger, copy=True)
+                hkl0 = xp.ceil(hkl - 0.5)
+                pixel = (s0 + P // w) * g.fpixels + f0 + P % w
+                state.trigger = (pixel, *(float(hkl[i]) for i in range(3)), *(int(hkl0[i]) for i in range(3)))
+        if progress is not None:
+            progress(n if counted is None else int(np.count_nonzero(counted[start:start + n])))
+    return xp.reshape(image, (g.spixels, g.fpixels)), state
