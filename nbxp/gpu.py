@@ -27,8 +27,8 @@ from .physics import SHAPE_GAUSS, SHAPE_ROUND, SHAPE_SQUARE, SHAPE_TOPHAT, polar
 log = logging.getLogger("nbxp")
 
 BACKENDS = ("auto", "numpy", "cupy")
-#: threads per block: a multiple of the warp size; the kernel uses no shared memory
-BLOCK = 256
+#: threads per block: the kernel's __launch_bounds__ (a multiple of the warp size)
+BLOCK = kernels.constants()["NBXP_MAX_BLOCK"]
 #: sub-path evaluations per launch (about 0.1 s of GPU time at most), and pixel bounds
 CHUNK_EVALUATIONS = 1 << 28
 CHUNK_PIXELS = (1 << 18, 1 << 22)

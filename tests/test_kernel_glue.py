@@ -100,7 +100,7 @@ def test_chunks_and_launch_shapes_do_not_change_the_image(cpu_module):
     cfg.detector.mask = np.random.default_rng(0).random((22, 26)) > 0.2
     exp = build_experiment(cfg, xp=np, dtype=np.float64)
     one, _ = gpu.render_kernel(exp, raw_module=cpu_module)
-    for chunk, block in [(1, 1), (7, 3), (64, 32), (10_000, 1024)]:
+    for chunk, block in [(1, 1), (7, 3), (64, 32), (10_000, 256)]:
         img, _ = gpu.render_kernel(exp, raw_module=cpu_module, chunk=chunk, block=block)
         np.testing.assert_array_equal(img, one)
 
@@ -183,7 +183,8 @@ def test_wrong_arguments_are_refused(spy):
     with pytest.raises(TypeError):
         kernel(grid, block, list(args)[0])
     for g, b, err in [(7, block, TypeError), ((7.0,), block, TypeError), ((0,), block, ValueError),
-                      (grid, (2048,), ValueError), (grid, (32, 32, 2), ValueError), ((1, 1, 1, 1), block, TypeError)]:
+                      (grid, (2048,), ValueError), (grid, (512,), ValueError), (grid, (16, 16, 2), ValueError),
+                      ((1, 1, 1, 1), block, TypeError)]:
         with pytest.raises(err):
             kernel(g, b, args)
 
@@ -253,13 +254,16 @@ extern "C" __global__ void k(real* __restrict__ out, const unsigned char* m, IDX
     assert ps64[0].dtype == np.float64 and ps32[0].dtype == np.float32 and ps32[-1].dtype == np.float32
     with pytest.raises(LookupError):
         kernels.kernel_signature(code, "nope")
+    assert kernels.max_threads_per_block(code, "k") is None
+    assert kernels.max_threads_per_block(src, "nbxp_render") == 256 == kernels.constants()["NBXP_MAX_BLOCK"]
+    assert kernels.kernel_names(src) == ["nbxp_render"]
 
 
 def test_python_constants_come_from_the_source():
     c = kernels.constants()
     assert c["NBXP_FRAME_SIZE"] == 24 and c["NBXP_SOURCE_SIZE"] == 10
-    bits = [v for k, v in c.items() if k.startswith("NBXP_") and not k.startswith(("NBXP_SHAPE", "NBXP_FRAME",
-                                                                                      "NBXP_SOURCE"))]
+    bits = [v for k, v in c.items() if not k.startswith(("NBXP_SHAPE", "NBXP_FRAME", "NBXP_SOURCE", "NBXP_MAX",
+                                                           "NBXP_MIN"))]
     assert sorted(bits) == [1 << i for i in range(len(bits))]
 
 

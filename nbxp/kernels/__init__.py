@@ -65,17 +65,22 @@ def _strip_comments(code: str) -> str:
     return re.sub(r"//[^\n]*", " ", code)
 
 
-@lru_cache(maxsize=None)
-def constants(name: str = RENDER_SOURCE) -> dict[str, int]:
-    """The ``NBXP_*`` enumerators of a source file (flag bits, shapes, array layouts), so the
-    Python side never repeats a number the kernel defines."""
+def enum_values(code: str) -> dict[str, int]:
+    """Enumerators given an explicit integer value in ``code`` (``NAME = 123``)."""
     out = {}
-    for body in re.findall(r"\benum\b[^{]*\{(.*?)\}", _strip_comments(source(name)), flags=re.S):
+    for body in re.findall(r"\benum\b[^{]*\{(.*?)\}", _strip_comments(code), flags=re.S):
         for item in body.split(","):
-            m = re.fullmatch(r"\s*(NBXP_\w+)\s*=\s*(\d+)\s*", item)
+            m = re.fullmatch(r"\s*(\w+)\s*=\s*(\d+)\s*", item)
             if m:
                 out[m.group(1)] = int(m.group(2))
     return out
+
+
+@lru_cache(maxsize=None)
+def constants(name: str = RENDER_SOURCE) -> dict[str, int]:
+    """The ``NBXP_*`` enumerators of a source file (flag bits, shapes, array layouts, launch
+    bounds), so the Python side never repeats a number the kernel defines."""
+    return {k: v for k, v in enum_values(source(name)).items() if k.startswith("NBXP_")}
 
 
 @dataclass(frozen=True)
@@ -120,16 +125,42 @@ def _resolve_type(text: str, code: str, macros: dict) -> str:
     return t
 
 
+#: ``extern "C" __global__ void [__launch_bounds__(...)] name(params)``: groups bounds, name, params
+_KERNEL_RE = r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\(([^)]*)\)\s*)?({name})\s*\(([^)]*)\)'
+
+
+def kernel_names(code: str) -> list[str]:
+    """The ``extern "C" __global__`` kernels defined in ``code``."""
+    return [m.group(2) for m in re.finditer(_KERNEL_RE.format(name=r"\w+"), _strip_comments(code))]
+
+
+def _kernel_match(code: str, name: str):
+    m = re.search(_KERNEL_RE.format(name=re.escape(name)), _strip_comments(code))
+    if m is None:
+        raise LookupError(f'no extern "C" __global__ kernel named {name!r}')
+    return m
+
+
+def max_threads_per_block(code: str, name: str, options=()) -> int | None:
+    """The first argument of the kernel's ``__launch_bounds__`` (a launch with more threads
+    per block fails on a GPU), or None without one."""
+    bounds = _kernel_match(code, name).group(1)
+    if bounds is None:
+        return None
+    first = bounds.split(",")[0].strip()
+    macros = _macros(_strip_comments(code), options)
+    first = macros.get(first, first)
+    return int(first) if first.isdigit() else enum_values(code)[first]
+
+
 def kernel_signature(code: str, name: str, options=()) -> list[Param]:
     """The parameters of ``extern "C" __global__ void name(...)`` in ``code``, with their types
     resolved through typedefs and macros (``options`` may define macros with -D)."""
     plain = _strip_comments(code)
-    m = re.search(r'extern\s+"C"\s+__global__\s+void\s+' + re.escape(name) + r"\s*\(([^)]*)\)", plain)
-    if m is None:
-        raise LookupError(f'no extern "C" __global__ kernel named {name!r}')
+    m = _kernel_match(code, name)
     macros = _macros(plain, options)
     params = []
-    for decl in (p.strip() for p in m.group(1).split(",")):
+    for decl in (p.strip() for p in m.group(3).split(",")):
         if not decl or decl == "void":
             continue
         pm = re.fullmatch(r"(.*?)([\s*]+)(\w+)", decl, flags=re.S)

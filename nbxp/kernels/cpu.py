@@ -6,7 +6,8 @@ the CUDA built-ins) and loaded with ctypes.  :class:`CpuRawModule` stands in for
 ``cupy.RawModule`` and its functions for ``cupy.RawKernel``, so the launch code of
 :mod:`nbxp.gpu` runs unchanged against it, with checks at least as strict as a real launch:
 
-- grid and block must be tuples of 1 to 3 positive ints within CUDA's limits;
+- grid and block must be tuples of 1 to 3 positive ints within CUDA's limits and the
+  kernel's ``__launch_bounds__``;
 - the arguments must match the kernel's C parameter list, read from the source: an array
   of exactly the pointer's dtype (C-contiguous, writable unless the pointer is const) for
   each pointer, a NumPy scalar of exactly the parameter's dtype for each scalar (CuPy would
@@ -14,8 +15,8 @@ the CUDA built-ins) and loaded with ctypes.  :class:`CpuRawModule` stands in for
 - the launch visits every (block, thread) of the grid, so a grid or an element count that
   does not cover the work leaves pixels unrendered, as on a GPU.
 
-Binaries are cached in ``$NBXP_CACHE_DIR`` (default ``~/.cache/nbxp``), keyed by a hash of the
-source, header, options and compiler command.
+Binaries are cached in ``cpu-kernels/`` of nbxp's cache directory (``$NBXP_CACHE_DIR``, else
+``~/.cache/nbxp``), keyed by a hash of the source, header, options and compiler command.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import KERNEL_DIR, Param, kernel_signature
+from . import KERNEL_DIR, Param, kernel_names, kernel_signature, max_threads_per_block
 
 HEADER = KERNEL_DIR / "cuda_cpu.h"
 #: -ffp-contract=off: no fused multiply-adds, so float64 results do not depend on the CPU
@@ -64,19 +65,16 @@ def available() -> bool:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("NBXP_CACHE_DIR")
-    if not base:
-        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nbxp")
-    return Path(base) / "cpu-kernels"
+    """``cpu-kernels`` in nbxp's cache directory (:func:`nbxp.native.cache_dir`)."""
+    from ..native import cache_dir as base
+    return base() / "cpu-kernels"
 
 
 def _launchers(code: str, options) -> str:
     """C++ entry points ``nbxp_cpu_launch_<kernel>(gx, gy, gz, bx, by, bz, <kernel params>)``
     that run one launch of each ``extern "C" __global__`` kernel in ``code``."""
-    import re
-    from . import _strip_comments
     out = []
-    for name in re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(', _strip_comments(code)):
+    for name in kernel_names(code):
         params = kernel_signature(code, name, options)
         decls = ", ".join(p.decl for p in params)
         names = ", ".join(p.name for p in params)
@@ -146,6 +144,7 @@ class CpuKernel:
     def __init__(self, module: CpuRawModule, name: str):
         self.name = name
         self.params: list[Param] = kernel_signature(module.code, name, module.options)
+        self.max_threads = max_threads_per_block(module.code, name, module.options) or MAX_THREADS_PER_BLOCK
         self._fn = getattr(module._lib, f"nbxp_cpu_launch_{name}")
         self._fn.restype = None
         self._fn.argtypes = [ctypes.c_uint] * 6 + [
@@ -196,8 +195,9 @@ class CpuKernel:
     def __call__(self, grid, block, args, *, shared_mem: int = 0, **_ignored):
         g = self._dims("grid", grid, MAX_GRID)
         b = self._dims("block", block, MAX_BLOCK)
-        if b[0] * b[1] * b[2] > MAX_THREADS_PER_BLOCK:
-            raise ValueError(f"block {block!r}: more than {MAX_THREADS_PER_BLOCK} threads")
+        if b[0] * b[1] * b[2] > min(self.max_threads, MAX_THREADS_PER_BLOCK):
+            raise ValueError(f"block {block!r}: more than {min(self.max_threads, MAX_THREADS_PER_BLOCK)} threads "
+                             f"(CUDA's limit or the kernel's __launch_bounds__: too many resources requested)")
         if shared_mem:
             raise ValueError("CpuKernel does not emulate dynamic shared memory")
         values = self._check(args)

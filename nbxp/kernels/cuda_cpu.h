@@ -6,7 +6,7 @@
  * The header supplies:
  *
  *   - the function qualifiers (__global__, __device__, __host__, __forceinline__,
- *     __restrict__) as their C++ equivalents;
+ *     __restrict__, __launch_bounds__) as their C++ equivalents;
  *   - the launch built-ins gridDim, blockDim, blockIdx, threadIdx, as globals;
  *   - the C math library (sqrt/sqrtf, sin/sinf, ... as CUDA's device math has them).
  *
@@ -27,6 +27,7 @@
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
 #define __restrict__ __restrict
+#define __launch_bounds__(...)
 #define __shared__ static_assert(false, "cuda_cpu.h: __shared__ is not emulated");
 #define __syncthreads() static_assert(false, "cuda_cpu.h: __syncthreads is not emulated")
 

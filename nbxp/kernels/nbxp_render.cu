@@ -58,6 +58,11 @@ enum nbxp_flag {
     NBXP_INTEGER_N = 1024        /* SQUARE with integer Na, Nb, Nc: range-reduced sincg */
 };
 
+/* launches use at most NBXP_MAX_BLOCK threads per block: with __launch_bounds__ below the
+   compiler fits two such blocks on a multiprocessor (<= 128 registers per thread; float64
+   would take 172 otherwise and run one block, 8 warps, per multiprocessor) */
+enum nbxp_launch { NBXP_MAX_BLOCK = 256, NBXP_MIN_BLOCKS = 2 };
+
 /* the layout of `frame` (24 reals) and of one row of `sources` (10 reals) */
 enum nbxp_layout {
     NBXP_FRAME_PIX0 = 0, NBXP_FRAME_FDET = 3, NBXP_FRAME_SDET = 6, NBXP_FRAME_ODET = 9,
@@ -144,7 +149,7 @@ __device__ __forceinline__ real sinc3(real x)
 struct Crystal {
     int shape, integer_N;
     real Na, Nb, Nc, fudge;
-    real recip[9];  /* rows a*, b*, c* (1/A) */
+    const real* recip;  /* rows a*, b*, c* (1/A), in device memory */
 };
 
 /* F_latt for fractional Miller indices (physics.lattice_factor) */
@@ -276,7 +281,9 @@ struct Setup {
     long long start, switch_pixel;
     int switch_sub, fpixels, f0, s0, roi_w, thicksteps, oversample, nsources, norient, flags;
     real pixel_size, subpixel, close_distance, distance, thickstep, mu, dmin, kahn, default_F, I_bg, scale;
-    real pix0[3], fdet[3], sdet[3], odet[3], beam[3];
+    /* pix0 (m) and unit vectors, read from device memory where they are used rather than
+       held in registers across the sub-path loops */
+    const real *pix0, *fdet, *sdet, *odet, *beam;
     Crystal X;
     Grid G;
 };
@@ -443,7 +450,7 @@ __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
  * frame      (24): pix0 (m), fdet, sdet, odet, beam unit vectors, reciprocal cell rows (1/A)
  * mask       (spixels*fpixels) bytes, read with NBXP_MASK
  */
-extern "C" __global__ void nbxp_render(
+extern "C" __global__ void __launch_bounds__(NBXP_MAX_BLOCK, NBXP_MIN_BLOCKS) nbxp_render(
     real* __restrict__ image, int* __restrict__ first_oor, real* __restrict__ trigger,
     const real* __restrict__ Fgrid, const real* __restrict__ sources, const real* __restrict__ orient,
     const real* __restrict__ frame, const unsigned char* __restrict__ mask,
@@ -464,16 +471,14 @@ extern "C" __global__ void nbxp_render(
     P.pixel_size = pixel_size; P.subpixel = subpixel; P.close_distance = close_distance;
     P.distance = distance; P.thickstep = thickstep; P.mu = mu; P.dmin = dmin; P.kahn = kahn;
     P.default_F = default_F; P.I_bg = I_bg; P.scale = scale;
-    for (int c = 0; c < 3; ++c) {
-        P.pix0[c] = frame[NBXP_FRAME_PIX0 + c];
-        P.fdet[c] = frame[NBXP_FRAME_FDET + c];
-        P.sdet[c] = frame[NBXP_FRAME_SDET + c];
-        P.odet[c] = frame[NBXP_FRAME_ODET + c];
-        P.beam[c] = frame[NBXP_FRAME_BEAM + c];
-    }
+    P.pix0 = frame + NBXP_FRAME_PIX0;
+    P.fdet = frame + NBXP_FRAME_FDET;
+    P.sdet = frame + NBXP_FRAME_SDET;
+    P.odet = frame + NBXP_FRAME_ODET;
+    P.beam = frame + NBXP_FRAME_BEAM;
     P.X.shape = shape; P.X.integer_N = (flags & NBXP_INTEGER_N) != 0;
     P.X.Na = Na; P.X.Nb = Nb; P.X.Nc = Nc; P.X.fudge = fudge;
-    for (int j = 0; j < 9; ++j) P.X.recip[j] = frame[NBXP_FRAME_RECIP + j];
+    P.X.recip = frame + NBXP_FRAME_RECIP;
     P.G.F = Fgrid; P.G.Hr = Hr; P.G.Kr = Kr; P.G.Lr = Lr;
     P.G.hmin = hmin; P.G.kmin = kmin; P.G.lmin = lmin;
 
