@@ -134,12 +134,8 @@ def chunk_pixels(exp) -> int:
 def device_buffers(exp) -> dict:
     """The kernel's input arrays, made on the experiment's namespace (no host copies but the
     host mask)."""
-    xp, dt = exp.xp, exp.dtype
-    g = exp.geom
-    if exp.F.count != 0:
-        Fgrid = exp.F._padded_grid()
-    else:
-        Fgrid = xp.zeros((1,), dtype=dt)
+    xp, g = exp.xp, exp.geom
+    Fgrid = exp.F.grid  # the experiment's own copy: no second grid on the device
     E_in, B_in = polarization_frame(exp.incident, exp.polar_axis, xp=xp)
     sources = xp.concat([exp.incident, exp.lambdas[:, None], E_in, B_in], axis=1)  # (S, 10)
     frame = xp.concat([g.pix0, g.fdet, g.sdet, g.odet, g.beam, xp.reshape(exp.recip, (-1,))])

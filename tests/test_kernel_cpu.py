@@ -79,6 +79,7 @@ FEATURES = {
     "water_oversample": "-default_F 30 -water 50 -oversample 2 -oversample_omega",
     "roi": "-default_F 30 -roi 3 17 5 12",
     "roi_outside": "-default_F 30 -roi 20 60 -5 3",
+    "roi_empty": "-default_F 30 -roi 30 40 30 40",
     "rotated": "-default_F 30 -detector_rotx 3 -detector_roty -4 -detector_rotz 5 -twotheta 10",
     "sample_pivot": "-default_F 30 -xds -twotheta 8",
     "hkl_nearest": "-nointerpolate -default_F 7",

@@ -195,29 +195,31 @@ __device__ __forceinline__ real lattice_factor(const Crystal& X, real h, real k,
 }
 
 struct Grid {
-    const real* F;  /* padded grid: one cell of default_F around the (Hr, Kr, Lr) grid */
+    const real* F;  /* the (Hr, Kr, Lr) grid, l fastest; (hmin, kmin, lmin) first */
     int Hr, Kr, Lr, hmin, kmin, lmin;
+    real default_F;  /* F outside the grid */
 };
 
-/* flat index in the padded grid of integer Miller indices inside [min - 1, min + range] */
-__device__ __forceinline__ long long padded_index(const Grid& G, int h, int k, int l)
+/* flat index of integer Miller indices inside the grid */
+__device__ __forceinline__ long long grid_index(const Grid& G, int h, int k, int l)
 {
-    return ((long long)(h - G.hmin + 1) * (G.Kr + 2) + (k - G.kmin + 1)) * (long long)(G.Lr + 2) + (l - G.lmin + 1);
+    return ((long long)(h - G.hmin) * G.Kr + (k - G.kmin)) * (long long)G.Lr + (l - G.lmin);
 }
 
-__device__ __forceinline__ int clamp_index(real x, int lo, int hi)
+/* whether an integer-valued x lies in lo .. lo + n - 1 (false for NaN) */
+__device__ __forceinline__ bool in_grid(real x, int lo, int n)
 {
-    return x < (real)lo ? lo : (x > (real)hi ? hi : (int)x);
+    return x >= (real)lo && x <= (real)(lo + n - 1);
 }
 
-/* F at the nearest lattice point; default_F (the padding) outside the grid */
+/* F at the nearest lattice point; default_F outside the grid */
 __device__ __forceinline__ real F_nearest(const Grid& G, real h, real k, real l)
 {
     const real half = (real)0.5;
-    const int h0 = clamp_index(ceil_r(h - half), G.hmin - 1, G.hmin + G.Hr);
-    const int k0 = clamp_index(ceil_r(k - half), G.kmin - 1, G.kmin + G.Kr);
-    const int l0 = clamp_index(ceil_r(l - half), G.lmin - 1, G.lmin + G.Lr);
-    return G.F[padded_index(G, h0, k0, l0)];
+    const real h0 = ceil_r(h - half), k0 = ceil_r(k - half), l0 = ceil_r(l - half);
+    if (!(in_grid(h0, G.hmin, G.Hr) && in_grid(k0, G.kmin, G.Kr) && in_grid(l0, G.lmin, G.Lr)))
+        return G.default_F;
+    return G.F[grid_index(G, (int)h0, (int)k0, (int)l0)];
 }
 
 /* whether the 4x4x4 neighbourhood of (h, k, l) leaves the grid (nanoBragg's test) */
@@ -252,7 +254,7 @@ __device__ __forceinline__ real F_tricubic(const Grid& G, real h, real k, real l
     for (int i = 0; i < 4; ++i)
         for (int j = 0; j < 4; ++j) {
             const real wij = wh[i] * wk[j];
-            const real* row = G.F + padded_index(G, ih + i, ik + j, il);
+            const real* row = G.F + grid_index(G, ih + i, ik + j, il);
             for (int m = 0; m < 4; ++m) F = F + wij * wl[m] * row[m];
         }
     return F;
@@ -444,7 +446,7 @@ __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
  * image      (spixels*fpixels) photons per pixel; only rendered pixels are written
  * first_oor  (n) with NBXP_INTERPOLATE: first evaluated out-of-range sub-path, or -1
  * trigger    (3) h, k, l at (switch_pixel, switch_sub)
- * Fgrid      padded F grid ((Hr+2)*(Kr+2)*(Lr+2)), (h, k, l) at hmin-1, kmin-1, lmin-1 first
+ * Fgrid      F on the (Hr, Kr, Lr) grid, l fastest, (h, k, l) = (hmin, kmin, lmin) first
  * sources    (nsources, 10): incident unit vector, wavelength (m), E_in, B_in
  * orient     (norient, 9): cell vectors a, b, c (m) per phi step x mosaic domain
  * frame      (24): pix0 (m), fdet, sdet, odet, beam unit vectors, reciprocal cell rows (1/A)
@@ -480,7 +482,7 @@ extern "C" __global__ void __launch_bounds__(NBXP_MAX_BLOCK, NBXP_MIN_BLOCKS) nb
     P.X.Na = Na; P.X.Nb = Nb; P.X.Nc = Nc; P.X.fudge = fudge;
     P.X.recip = frame + NBXP_FRAME_RECIP;
     P.G.F = Fgrid; P.G.Hr = Hr; P.G.Kr = Kr; P.G.Lr = Lr;
-    P.G.hmin = hmin; P.G.kmin = kmin; P.G.lmin = lmin;
+    P.G.hmin = hmin; P.G.kmin = kmin; P.G.lmin = lmin; P.G.default_F = default_F;
 
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long i = start + (long long)blockIdx.x * blockDim.x + threadIdx.x; i < start + n; i += stride)
