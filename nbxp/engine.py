@@ -36,10 +36,12 @@ from .physics import kahn_factor, lattice_factor, polarization_frame
 
 #: memory (bytes) for the temporaries of one tile; one tile is computed per thread at a time,
 #: so the engine's working memory is about threads x this, whatever the detector size.
-#: 10 MiB gives 2^15 sub-path evaluations per float64 tile (2^16 in float32): small enough
-#: for the temporaries to stay in cache, large enough that NumPy's per-call overhead (and
-#: the GIL it holds) stays small; on a 2-core EPYC, 4x smaller or larger tiles are slower
-DEFAULT_TILE_BYTES = 10 * 2**20
+#: 20 MiB gives 2^16 sub-path evaluations per float64 tile (2^17 in float32).  Measured on
+#: a 2-core EPYC (scripts/profile_engine.py, and render() over tile sizes): one thread is
+#: within 10% of its best from 4 to 40 MiB; two threads need large tiles, because every
+#: NumPy call takes the GIL back and with small tiles the threads mostly wait for each other
+#: (two threads are 2x slower than one at 1 MiB, 1.4x faster at 20 MiB)
+DEFAULT_TILE_BYTES = 20 * 2**20
 
 #: peak live array elements per sub-path evaluation inside a tile, as Python's allocation
 #: accounting counts them over the benchmark cases (24-42; per-pixel arrays weigh most when a pixel
