@@ -68,19 +68,22 @@ def backend_namespace(xp=None, backend: str | None = None):
 
 
 def simulate(config: SimConfig, *, xp=None, dtype=None, backend: str | None = None,
-             experiment_out: list | None = None):
+             threads: int | None = None, tile_bytes: int | None = None, experiment_out: list | None = None):
     """The float image (photons per pixel) of ``config``, shape (spixels, fpixels).
 
     ``xp``: ``numpy`` (default), ``cupy`` or any array-API namespace; the image is an array of
     that namespace (on the device for CuPy, rendered by the CUDA kernel).  ``backend``:
     'numpy', 'cupy' or 'auto' (CuPy when a usable GPU is present), instead of ``xp``.
     ``dtype``: float64 (default) or float32.
+    ``threads``: CPU worker threads (default: every core); ``tile_bytes``: memory for one
+    tile's temporaries (default :data:`nbxp.engine.DEFAULT_TILE_BYTES`); neither changes the
+    image.
     ``experiment_out``: if a list is given, the resolved :class:`Experiment` is appended.
     """
     ns = resolve_namespace(backend_namespace(xp, backend))
     dt = resolve_dtype(ns, dtype)
     exp = build_experiment(config, xp=ns, dtype=dt)
-    img, _ = render(exp)
+    img, _ = render(exp, threads=threads, **({} if tile_bytes is None else {"tile_bytes": int(tile_bytes)}))
     if experiment_out is not None:
         experiment_out.append(exp)
     return img

@@ -86,7 +86,8 @@ def run(argv: list[str], out=sys.stdout) -> int:
     p(f"nbxp backend: {backend} ({why})")
     out.flush()
     with progress_bar(exp, s.progress) as tick:
-        img, interp = render(exp, threads=s.threads, progress=tick)
+        tile = {} if s.tile_mb is None else {"tile_bytes": int(s.tile_mb * 2**20)}
+        img, interp = render(exp, threads=s.threads, progress=tick, **tile)
     if interp.trigger is not None:
         _, h, k, l, h0, k0, l0 = interp.trigger
         p(f"WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: {h:g},{k:g},{l:g},{h0},{k0},{l0} ")

@@ -185,6 +185,7 @@ class State:
     threads: Optional[int] = None
     dtype: str = "float64"
     backend: str = "auto"
+    tile_mb: Optional[float] = None
     warnings: list = field(default_factory=list)
 
 
@@ -494,6 +495,10 @@ def _backend(s, v, flag=None):
     s.backend = v[0]
 
 
+def _tile_mb(s, v, flag=None):
+    s.tile_mb = _positive(flag, v[0])
+
+
 #: nbxp's own options (double dash, matched exactly; nanoBragg has none of these)
 NBXP_FLAGS: list[Flag] = [
     Flag(("--threads",), 1, _threads, "nbxp", "worker threads for the CPU engine (default: all cores)", "N",
@@ -504,6 +509,10 @@ NBXP_FLAGS: list[Flag] = [
     Flag(("--backend",), 1, _backend, "nbxp",
          "array backend: auto (default: CuPy when a usable GPU is present, else NumPy), numpy or cupy",
          "auto|numpy|cupy", match=_exact("--backend")),
+    Flag(("--tile-mb",), 1, _tile_mb, "nbxp",
+         "memory for one tile's temporaries in the CPU engine, MiB (default 20); one tile per "
+         "thread is in flight, so the engine's working memory is about threads x this whatever "
+         "the detector size", "MB", match=_exact("--tile-mb")),
 ]
 
 _ALL_NAMES = sorted({n for f in FLAGS + NBXP_FLAGS for n in f.names})

@@ -270,6 +270,26 @@ def test_image_does_not_depend_on_threads_or_tile_size():
         np.testing.assert_array_equal(np.asarray(img), np.asarray(ref))
 
 
+def test_tile_memory_flag_keeps_the_image(tmp_path):
+    args = BASE + ["-mosaic", "0.5", "-mosaic_dom", "2", "-detpixels", "48", "-nonoise", "-nopgm"]
+    outs = []
+    for extra in ([], ["--tile-mb", "0.05", "--threads", "2"]):
+        p = run_nbxp(args + extra + ["-floatfile", f"f{len(outs)}.bin"], tmp_path)
+        assert p.returncode == 0, p.stderr
+        outs.append(np.fromfile(tmp_path / f"f{len(outs)}.bin", np.float32))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    for bad in ("0", "-3", "lots"):
+        p = run_nbxp(args + ["--tile-mb", bad, "-floatfile", "bad.bin"], tmp_path)
+        assert p.returncode == 2 and "--tile-mb" in p.stderr and p.stderr.count("\n") == 1
+        assert not (tmp_path / "bad.bin").exists()
+
+
+def test_simulate_threads_and_tile_bytes_keep_the_image():
+    cfg = cfg_of("-mosaic", "0.5", "-mosaic_dom", "2")
+    ref = np.asarray(nbxp.simulate(cfg))
+    np.testing.assert_array_equal(np.asarray(nbxp.simulate(cfg, threads=2, tile_bytes=1 << 15)), ref)
+
+
 def test_float32_engine_agrees_with_float64(tmp_path):
     args = BASE + ["-misset", "10", "20", "30", "-phisteps", "3", "-osc", "0.5", "-detpixels", "64"]
     for dt in ("float64", "float32"):
