@@ -54,28 +54,38 @@ def load(name: str) -> ctypes.CDLL | None:
     return lib
 
 
+def compile_cached(cmd: list[str], code: str, stem: str, *, subdir: str = "", libs=(), key_extra: str = "") -> Path:
+    """A shared library built from ``code`` (fed to the compiler on standard input) with
+    ``cmd`` (compiler, flags and the input language, e.g. ``[cc, "-O2", ..., "-x", "c"]``),
+    linked with ``libs``; cached in ``cache_dir()/subdir`` under a hash of the code, the
+    command and ``key_extra`` (the text of included headers), so it is built once per
+    machine.  Raises RuntimeError with the compiler's message when the build fails."""
+    key = hashlib.sha256("\0".join([code, *cmd, *libs, key_extra, sys.platform]).encode()).hexdigest()[:24]
+    d = cache_dir() / subdir if subdir else cache_dir()
+    lib = d / f"{stem}-{key}.so"
+    if lib.is_file():
+        return lib
+    d.mkdir(parents=True, exist_ok=True)
+    # build beside the target and rename: concurrent first runs never see half a file
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".so")
+    os.close(fd)
+    try:
+        p = subprocess.run([*cmd, "-o", tmp, "-", *libs], input=code, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"building {stem} failed ({' '.join(cmd)}):\n{p.stderr}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
 def _build(name: str) -> ctypes.CDLL | None:
     cc = c_compiler()
     src = KERNELS / f"{name}.c"
     if cc is None or not src.is_file():
         return None
-    key = hashlib.sha256(src.read_bytes() + cc.encode() + " ".join(CFLAGS).encode()
-                         + sys.platform.encode()).hexdigest()[:16]
-    target = cache_dir() / f"{name}-{key}.so"
-    if not target.is_file():
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # build beside the target and rename: concurrent first runs never see half a file
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-            os.close(fd)
-            r = subprocess.run([cc, *CFLAGS, "-o", tmp, str(src), "-lm"], capture_output=True, text=True)
-            if r.returncode != 0:
-                os.unlink(tmp)
-                return None
-            os.replace(tmp, target)
-        except OSError:
-            return None
     try:
-        return ctypes.CDLL(str(target))
-    except OSError:
+        return ctypes.CDLL(str(compile_cached([cc, *CFLAGS, "-x", "c"], src.read_text(), name, libs=["-lm"])))
+    except (OSError, RuntimeError):
         return None

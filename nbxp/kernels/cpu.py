@@ -22,11 +22,9 @@ Binaries are cached in ``cpu-kernels/`` of nbxp's cache directory (``$NBXP_CACHE
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import shlex
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +62,6 @@ def available() -> bool:
         return False
 
 
-def cache_dir() -> Path:
-    """``cpu-kernels`` in nbxp's cache directory (:func:`nbxp.native.cache_dir`)."""
-    from ..native import cache_dir as base
-    return base() / "cpu-kernels"
-
-
 def _launchers(code: str, options) -> str:
     """C++ entry points ``nbxp_cpu_launch_<kernel>(gx, gy, gz, bx, by, bz, <kernel params>)``
     that run one launch of each ``extern "C" __global__`` kernel in ``code``."""
@@ -87,26 +79,11 @@ def _launchers(code: str, options) -> str:
 
 def build(code: str, options=()) -> Path:
     """Compile ``code`` (CUDA C) for the CPU; the path of the shared library (cached)."""
+    from ..native import compile_cached
     defines = [str(o) for o in options or () if str(o).startswith(("-D", "-U"))]
     full = code + "\n" + _launchers(code, defines)
     cmd = compiler() + list(CXXFLAGS) + ["-include", str(HEADER)] + defines
-    key = hashlib.sha256("\0".join([full, HEADER.read_text(), *cmd]).encode()).hexdigest()[:24]
-    d = cache_dir()
-    lib = d / f"kernel-{key}.so"
-    if lib.exists():
-        return lib
-    d.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".so")
-    os.close(fd)
-    try:
-        p = subprocess.run(cmd + ["-o", tmp, "-"], input=full, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"CPU build of the kernel failed ({' '.join(cmd)}):\n{p.stderr}")
-        os.replace(tmp, lib)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return lib
+    return compile_cached(cmd, full, "kernel", subdir="cpu-kernels", key_extra=HEADER.read_text())
 
 
 class CpuRawModule:
