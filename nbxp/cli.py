@@ -23,7 +23,7 @@ def get_parser():
 
 
 def _check_memory(fpixels: int, spixels: int) -> None:
-    need = fpixels * spixels * (8 + 4 + 8 + 1)  # image, float32 copy, gather index, selection
+    need = fpixels * spixels * (8 + 4 + 2 + 2)  # float64 values, float32 image, SMV image, ROI and mask
     try:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
