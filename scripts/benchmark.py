@@ -4,7 +4,8 @@
     python scripts/benchmark.py [--c-bin PATH] [--repeats 3] [--threads N] [--only a,b]
                                 [--json out.json] [--markdown out.md]
 
-Runs alternate between programs (so drifts in machine load hit both), each in a fresh
+nbxp runs on NumPy (``--backend numpy``) in float64 and float32, and, where a usable GPU is
+present, also on CuPy (``nbxp-cupy`` rows).  Runs alternate between programs (so drifts in machine load hit both), each in a fresh
 temporary directory with the inputs it needs, and report the median wall time, the ratio
 to nanoBragg (its time / nbxp's: > 1 means nbxp is faster), the peak resident memory of
 each process, and the correlation of each float image with nanoBragg's (or with nbxp
@@ -85,9 +86,10 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if a.std() and b.std() else float("nan")
 
 
-def warm_times(args: list[str], dtype: str, threads: int, repeats: int, env: dict) -> list[float]:
-    """Wall times (s) of ``repeats`` runs of the nbxp command inside one Python process,
-    after one untimed run (imports, first allocations, file caches)."""
+def warm_times(options: list[str], args: list[str], repeats: int, env: dict) -> list[float]:
+    """Wall times (s) of ``repeats`` runs of the nbxp command (nanoBragg ``args`` plus nbxp's
+    ``options``) inside one Python process, after one untimed run (imports, first
+    allocations, file caches, kernel compilation)."""
     code = ("import io, json, sys, time\n"
             "from nbxp.cli import run\n"
             "args = json.loads(sys.argv[1])\n"
@@ -96,7 +98,7 @@ def warm_times(args: list[str], dtype: str, threads: int, repeats: int, env: dic
             "for _ in range(int(sys.argv[2])):\n"
             "    t0 = time.perf_counter(); run(args, out=io.StringIO()); ts.append(time.perf_counter() - t0)\n"
             "print(json.dumps(ts))\n")
-    full = args + COMMON + ["--dtype", dtype, "--threads", str(threads)]
+    full = args + COMMON + options  # options: nbxp's own (--backend, --dtype, --threads)
     with tempfile.TemporaryDirectory() as d:
         for f in os.listdir(INPUTS):
             if f in args:
@@ -123,7 +125,12 @@ def main() -> int:
     if a.c_bin:
         programs["nanoBragg"] = [a.c_bin]
     for dt in ("float64", "float32"):
-        programs[f"nbxp {dt}"] = [sys.executable, "-m", "nbxp", "--dtype", dt, "--threads", str(threads)]
+        programs[f"nbxp {dt}"] = [sys.executable, "-m", "nbxp", "--backend", "numpy", "--dtype", dt,
+                                  "--threads", str(threads)]
+    from nbxp.gpu import usable_gpu
+    if usable_gpu():  # every backend available: the GPU rows beside the CPU ones
+        for dt in ("float64", "float32"):
+            programs[f"nbxp-cupy {dt}"] = [sys.executable, "-m", "nbxp", "--backend", "cupy", "--dtype", dt]
     names = [n for n in CASES if not a.only or n in a.only.split(",")]
     results = []
     for name in names:
@@ -135,7 +142,7 @@ def main() -> int:
         ref_prog = "nanoBragg" if "nanoBragg" in runs else "nbxp float64"
         ref_img = runs[ref_prog][0]["image"]
         ref_time = statistics.median(r["wall"] for r in runs[ref_prog])
-        warm = {p: (statistics.median(warm_times(args, p.split()[1], threads, a.repeats, env))
+        warm = {p: (statistics.median(warm_times(programs[p][3:], args, a.repeats, env))
                     if p.startswith("nbxp") else statistics.median(r["wall"] for r in runs[p])) for p in runs}
         for prog, rs in runs.items():
             t = statistics.median(r["wall"] for r in rs)

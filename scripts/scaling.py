@@ -45,7 +45,7 @@ def main() -> int:
     a = ap.parse_args()
     threads = a.threads or len(os.sched_getaffinity(0))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    programs = {f"nbxp {dt}": [sys.executable, "-m", "nbxp", "--dtype", dt, "--threads", str(threads)]
+    programs = {f"nbxp {dt}": [sys.executable, "-m", "nbxp", "--backend", "numpy", "--dtype", dt, "--threads", str(threads)]
                 for dt in ("float64", "float32")}
     if a.c_bin:
         programs["nanoBragg"] = [a.c_bin]
