@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Time nbxp (each precision) against a nanoBragg binary on a fixed set of simulations.
+"""Time nbxp (each backend and precision) against a nanoBragg binary on a fixed set of simulations.
 
     python scripts/benchmark.py [--c-bin PATH] [--repeats 3] [--threads N] [--only a,b]
                                 [--json out.json] [--markdown out.md]
 
 nbxp runs on NumPy (``--backend numpy``) in float64 and float32, and, where a usable GPU is
-present, also on CuPy (``nbxp-cupy`` rows).  Runs alternate between programs (so drifts in machine load hit both), each in a fresh
-temporary directory with the inputs it needs, and report the median wall time, the ratio
+present, also on CuPy (``nbxp-cupy`` rows).  Runs alternate between programs (so drifts in
+machine load hit both), each in a fresh temporary directory with the inputs it needs, and
+report the median wall time, the ratio
 to nanoBragg (its time / nbxp's: > 1 means nbxp is faster), the peak resident memory of
 each process, and the correlation of each float image with nanoBragg's (or with nbxp
 float64's when no binary is given).  Noise and PGM outputs are switched off for every
