@@ -48,7 +48,8 @@ def run(argv: list[str], out=sys.stdout) -> int:
     from .api import resolve_namespace
     from .io.fdump import write_fdump
     from .io.pgm import write_pgm
-    from .io.smv import atomic_write, nanobragg_header, write_smv
+    from .io import atomic_write
+    from .io.smv import nanobragg_header, write_smv
     from .engine import render, rendered_mask
     from .experiment import build_experiment
     from .flags import parse_args

@@ -240,3 +240,19 @@ def test_unwritable_output_path(flag, tmp_path):
     p = run_nbxp(BASE + [flag, "missing_dir/out"], tmp_path)
     assert p.returncode != 0 and f"{flag}: cannot write missing_dir/out" in p.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_output_files_get_ordinary_permissions(tmp_path):
+    # written through temporary files, but readable like any file the user creates: 0666
+    # less the umask, and an existing file keeps its mode when it is replaced
+    (tmp_path / "intimage.img").write_bytes(b"old")
+    os.chmod(tmp_path / "intimage.img", 0o640)
+    (tmp_path / "small.hkl").write_text("0 0 0 10\n1 0 0 20\n0 1 0 30\n")
+    p = subprocess.run(["sh", "-c", 'umask 022 && exec "$0" -m nbxp "$@"', sys.executable, *BASE,
+                        "-hkl", "small.hkl", "-floatfile", "floatimage.bin"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    mode = lambda name: os.stat(tmp_path / name).st_mode & 0o777  # noqa: E731
+    for name in ("floatimage.bin", "noiseimage.img", "image.pgm", "Fdump.bin"):
+        assert mode(name) == 0o644, name
+    assert mode("intimage.img") == 0o640

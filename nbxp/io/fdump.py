@@ -7,14 +7,12 @@ last plane in each direction is zero padding that nanoBragg allocates and writes
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
 import numpy as np
 
 from ..config import HKLGrid
-from . import InputError
+from . import InputError, atomic_write
 
 _HEADER = re.compile(rb"^\s*(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s+(-?\d+)\s*\n\f")
 
@@ -49,14 +47,4 @@ def write_fdump(path: str, grid: HKLGrid) -> None:
     head = f"{grid.h_min} {hmax} {grid.k_min} {kmax} {grid.l_min} {lmax}\n\f".encode()
     padded = np.zeros((Hr + 1, Kr + 1, Lr + 1))
     padded[:Hr, :Kr, :Lr] = grid.F
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".Fdump.", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(head)
-            fh.write(padded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, [head, padded])

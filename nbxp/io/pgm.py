@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .smv import atomic_write
+from . import atomic_write
 
 
 def write_pgm(path: str, data: np.ndarray, scale: float) -> None:

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from . import InputError
+from . import InputError, atomic_write
 
 _NUM = re.compile(r"\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)")
 
@@ -58,25 +58,6 @@ def header_value(head: str, key: str):
         return 0.0
     m = _NUM.match(head, j + 1)
     return float(m.group(1)) if m else 0.0
-
-
-def atomic_write(path: str, payload) -> None:
-    """Write ``payload`` (bytes-like, or a list of bytes-like pieces such as a header and a
-    contiguous NumPy array, written without copying) to a temporary file beside ``path`` and
-    rename it into place, so a failure never leaves a half-written file."""
-    import os
-    import tempfile
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for piece in (payload if isinstance(payload, (list, tuple)) else [payload]):
-                fh.write(memoryview(piece).cast("B"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def byte_order() -> str:
