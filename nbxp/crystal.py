@@ -61,6 +61,15 @@ def reciprocal_lengths(cell, V: float, notes: list) -> tuple[float, float, float
     return ast, bst, cst
 
 
+def exact_cell_edges(bxc, cxa, axb, lengths, V: float, *, xp):
+    """Rescale b* x c*, c* x a*, a* x b* to lengths a/V, b/V, c/V, so the real-space vectors
+    they give have the user's cell edges exactly (``lengths`` in A, ``V`` in A^3); returns
+    them and V* = 1/V."""
+    a_len, b_len, c_len = lengths
+    rescale = lambda v, m: v * (m / (float(norm(v, xp=xp)) or 1.0))  # noqa: E731
+    return rescale(bxc, a_len / V), rescale(cxa, b_len / V), rescale(axb, c_len / V), 1.0 / V
+
+
 def standard_setting(cell, notes: list) -> tuple[np.ndarray, float, tuple[float, float, float]]:
     """Reciprocal vectors (rows, 1/A) of a cell (a, b, c in A; angles in rad) in nanoBragg's
     standard orientation, with the cell volume (A^3) and the edge lengths after defaults."""
@@ -138,11 +147,7 @@ def cell_vectors(cfg: CrystalConfig, wavelength: float, notes: list, *, xp, miss
     axb, bxc, cxa = cross(ast, bst, xp=xp), cross(bst, cst, xp=xp), cross(cst, ast, xp=xp)
     V_star = float(dot(ast, bxc, xp=xp))
     if user_cell:
-        # force |b* x c*| = a / V etc. so the user's cell edges are exact
-        a_len, b_len, c_len = lengths
-        rescale = lambda v, m: v * (m / (float(norm(v, xp=xp)) or 1.0))  # noqa: E731
-        bxc, cxa, axb = rescale(bxc, a_len / V_user), rescale(cxa, b_len / V_user), rescale(axb, c_len / V_user)
-        V_star = 1.0 / V_user
+        bxc, cxa, axb, V_star = exact_cell_edges(bxc, cxa, axb, lengths, V_user, xp=xp)
     V_cell = 1.0 / V_star
     a, b, c = bxc * V_cell, cxa * V_cell, axb * V_cell
     real = xp.stack([a, b, c])

@@ -193,7 +193,7 @@ def crystal_lines(cfg: SimConfig, misset=None) -> list[str]:
     real-space vectors (A, then m).  The steps of :func:`nbxp.crystal.cell_vectors`, redone
     with every intermediate kept; ``misset`` (rad) overrides ``cfg.crystal.misset`` (a
     resolved random orientation)."""
-    from .crystal import cell_with_defaults, reciprocal_lengths, standard_setting
+    from .crystal import cell_with_defaults, exact_cell_edges, reciprocal_lengths, standard_setting
 
     cr, lam = cfg.crystal, cfg.beam.wavelength
     out: list[str] = []
@@ -245,10 +245,7 @@ def crystal_lines(cfg: SimConfig, misset=None) -> list[str]:
     p(" Reciprocal cell volume calculation:")
     p(f"   V_star = a_star . (b_star x c_star) = {_g(V_star)}")
     if user_cell:
-        a_len, b_len, c_len = lengths
-        rescale = lambda v, m: v * (m / (float(norm(v, xp=np)) or 1.0))  # noqa: E731
-        bxc, cxa, axb = rescale(bxc, a_len / V_user), rescale(cxa, b_len / V_user), rescale(axb, c_len / V_user)
-        V_star = 1.0 / V_user
+        bxc, cxa, axb, V_star = exact_cell_edges(bxc, cxa, axb, lengths, V_user, xp=np)
     V_cell = 1.0 / V_star
     p(f" Direct-space cell volume: V_cell = 1/V_star = {_g(V_cell)}")
     p(" Before computing real-space vectors:")
