@@ -114,13 +114,15 @@ def detector_lines(cfg: SimConfig) -> list[str]:
 
     out: list[str] = []
     tag = lambda name, text: out.append(f"{PY}:{name}={text}")  # noqa: E731
-    head = lambda: (tag("detector_convention", conv),  # noqa: E731
-                    tag("angles_rad", f"rotx:{_g15(rx)} roty:{_g15(ry)} rotz:{_g15(rz)} twotheta:{_g15(tt)}"))
-    if pivot == "SAMPLE":
-        head()
-        tag("beam_center_m", f"Xclose:{_g15(Xclose / 1000.0)} Yclose:{_g15(Yclose / 1000.0)} pixel_mm:{_g15(px * 1000.0)}")
+    def head(centre: str):
+        """The block both pivots start with: convention, angles, beam centre, axes."""
+        tag("detector_convention", conv)
+        tag("angles_rad", f"rotx:{_g15(rx)} roty:{_g15(ry)} rotz:{_g15(rz)} twotheta:{_g15(tt)}")
+        tag("beam_center_m", f"{centre} pixel_mm:{_g15(px * 1000.0)}")
         for n, v in (("initial_fdet", fdet), ("initial_sdet", sdet), ("initial_odet", odet)):
             tag(n, _v15(v))
+    if pivot == "SAMPLE":
+        head(f"Xclose:{_g15(Xclose / 1000.0)} Yclose:{_g15(Yclose / 1000.0)}")
         for n, x in (("Fclose_m", Fclose), ("Sclose_m", Sclose), ("close_distance_m", close_distance),
                      ("ratio", ratio), ("distance_m", distance)):
             tag(n, _g15(x))
@@ -145,10 +147,7 @@ def detector_lines(cfg: SimConfig) -> list[str]:
 
     rotated((f1, s1, o1))
     if pivot == "BEAM":
-        head()
-        tag("beam_center_m", f"X:{_g15(Xbeam / 1000.0)} Y:{_g15(Ybeam / 1000.0)} pixel_mm:{_g15(px * 1000.0)}")
-        for n, v in (("initial_fdet", fdet), ("initial_sdet", sdet), ("initial_odet", odet)):
-            tag(n, _v15(v))
+        head(f"X:{_g15(Xbeam / 1000.0)} Y:{_g15(Ybeam / 1000.0)}")
         R = _rotation_matrices(rx, ry, rz)
         for n, M in zip(("Rx", "Ry", "Rz", "R_total"), R):
             tag(n, _m15(M))
