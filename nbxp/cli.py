@@ -61,6 +61,10 @@ def run(argv: list[str], out=sys.stdout) -> int:
     outputs = [(s.floatfile, "-floatfile"), (s.intfile, "-intfile")]
     outputs += [(s.pgmfile, "-pgmfile")] if s.write_pgm else []
     outputs += [(s.noisefile, "-noisefile")] if s.calculate_noise else []
+    outputs += [(s.write_hkl, "-write_hkl")] if s.write_hkl else []
+    if s.write_hkl and s.sf is None:
+        from .flags import UsageError
+        raise UsageError("-write_hkl: needs structure factors from an MTZ, mmCIF or model (-hkl or -pdb)")
     for path, flag in outputs:
         _writable(path, flag)
     _check_memory(cfg.detector.fpixels, cfg.detector.spixels)
@@ -74,7 +78,16 @@ def run(argv: list[str], out=sys.stdout) -> int:
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:
         p(w)
-    if s.hklfile:
+    if s.sf is not None:
+        from .report import structure_factor_lines
+        for line in structure_factor_lines(s.sf, s.sf_lines):
+            p(line)
+    if s.write_hkl:
+        from .io.hkl import write_hkl
+        h, F = s.sf.listing()
+        p(f"writing {len(F)} P1 structure factors to {s.write_hkl}")
+        write_hkl(s.write_hkl, h, F)
+    if s.hklfile or s.pdbfile:
         p("writing dump file for next time: Fdump.bin")
         try:
             write_fdump("Fdump.bin", cfg.hkl)

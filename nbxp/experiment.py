@@ -162,3 +162,25 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         sampling=sampling, wavelength=beam.wavelength, source_table=table, cell_params=cell_params,
         notes=notes, xp=xp, dtype=dtype,
     )
+
+
+def corner_resolution(det, beam) -> float:
+    """The smallest d-spacing (m) the detector records: over its four corner pixels and
+    every source (direction and wavelength), d = lambda / |d_hat - i_hat|, the largest
+    scattering vector.  The scattering angle from a fixed beam is quasi-convex on a plane,
+    so the corners bound the whole detector.  Used for a model's default -sf_dmin."""
+    from .api import resolve_namespace
+    from .geometry import pixel_positions
+    xp = resolve_namespace(np)
+    axes = convention_axes(det.convention, {
+        "beam": beam.beam_vector, "fdet": det.fdet_vector, "sdet": det.sdet_vector,
+        "odet": det.odet_vector, "twotheta_axis": det.twotheta_axis, "polar": beam.polar_vector})
+    geom = build_detector(det, axes, xp=xp, dtype=xp.float64, notes=[])
+    unit = lambda v: v / (np.linalg.norm(v) or 1.0)  # noqa: E731
+    incident, lambdas, _, _ = build_sources(beam, unit(axes["beam"]), unit(axes["polar"]), xp=xp, dtype=xp.float64)
+    f1, s1 = geom.fpixels - 1, geom.spixels - 1
+    pos, _, _ = pixel_positions(geom, np.array([0, f1, 0, f1]), np.array([0, 0, s1, s1]), 1, np.zeros(1), xp=xp)
+    pos = np.asarray(pos).reshape(3, -1).T
+    out = pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    q = np.linalg.norm(out[None, :, :] - np.asarray(incident)[:, None, :], axis=2) / np.asarray(lambdas)[:, None]
+    return float(1.0 / q.max())

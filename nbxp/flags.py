@@ -159,6 +159,17 @@ class State:
     dmin: float = 0.0
     matfile: Optional[str] = None
     hklfile: Optional[str] = None
+    # structure factors from MTZ / mmCIF / models (nbxp.structure_factors)
+    hkl_column: Optional[str] = None
+    hkl_block: Optional[str] = None
+    pdbfile: Optional[str] = None
+    sf_dmin: Optional[float] = None
+    fprime: bool = True
+    anomalous: bool = False
+    solvent: bool = False
+    write_hkl: Optional[str] = None
+    sf: object = None  # the StructureFactorSet read, for the printout and -write_hkl
+    sf_lines: list = field(default_factory=list)
     default_F: float = 0.0
     imgfile: Optional[str] = None
     maskfile: Optional[str] = None
@@ -291,6 +302,7 @@ def _file(attr):
 
 G_IN, G_XTAL, G_BEAM, G_DET, G_SAMP, G_OUT, G_MISC = (
     "input files", "crystal", "beam", "detector", "sampling", "output files", "other")
+G_SF = "structure factors from data and models (nbxp; needs gemmi)"
 
 # Order matters: it is nanoBragg's order of tests, and 'stop' flags end the search.
 FLAGS: list[Flag] = [
@@ -430,7 +442,32 @@ FLAGS: list[Flag] = [
     Flag(("-dmin",), 1, _scalar("dmin", _finite, 1e-10), G_SAMP, "skip scattering beyond this resolution (A)", "A"),
     Flag(("-mat", "-matrix"), 1, _file("matfile"), G_IN, "MOSFLM A matrix (orientation and cell)", "FILE",
          match=lambda t: "-mat" in t),
-    Flag(("-hkl",), 1, _file("hklfile"), G_IN, "structure factors, 'h k l F' lines (writes Fdump.bin)", "FILE"),
+    Flag(("-hkl",), 1, _file("hklfile"), G_IN,
+         "structure factors: 'h k l F' lines, a merged MTZ or a structure-factor mmCIF, recognised by content, "
+         ".gz too; MTZ/mmCIF data are expanded to P1 (writes Fdump.bin)", "FILE",
+         match=lambda t: "-hkl" in t and not t.startswith(("-hkl_column", "-hkl_block"))),
+    Flag(("-hkl_column",), 1, _file("hkl_column"), G_SF,
+         "MTZ label or _refln tag to use: amplitude, intensity (F = sqrt(I)), or one of an anomalous pair "
+         "(default: FP, F, FOBS, FMEAN, F_meas...; else the only F; else the only I)", "LABEL",
+         match=_exact("-hkl_column")),
+    Flag(("-hkl_block",), 1, _file("hkl_block"), G_SF, "mmCIF block to read (default: the first merged one)",
+         "NAME", match=_exact("-hkl_block")),
+    Flag(("-pdb",), 1, _file("pdbfile"), G_SF,
+         "atomic model (PDB or mmCIF coordinates, .gz too): F computed from it (writes Fdump.bin)", "FILE",
+         match=_exact("-pdb")),
+    Flag(("-sf_dmin",), 1, _scalar("sf_dmin", _positive, 1e-10), G_SF,
+         "resolution of F from -pdb, and cut-off for -hkl data (A; default for -pdb: the detector corner's "
+         "resolution at the shortest wavelength, with a margin)", "A", match=_exact("-sf_dmin")),
+    Flag(("-nofprime",), 0, _set(fprime=False), G_SF, "-pdb: no f' (default: f' at the beam's wavelength)",
+         match=_exact("-nofprime")),
+    Flag(("-anomalous",), 0, _set(anomalous=True), G_SF,
+         "-pdb: add f'' so that F(h) and F(-h) differ; -hkl: prefer anomalous pairs in the automatic column choice",
+         match=_exact("-anomalous")),
+    Flag(("-solvent",), 0, _set(solvent=True), G_SF, "-pdb: add a flat bulk-solvent contribution",
+         match=_exact("-solvent")),
+    Flag(("-write_hkl",), 1, _file("write_hkl"), G_OUT,
+         "write the P1 structure factors of -hkl/-pdb as nanoBragg 'h k l F' text", "FILE",
+         match=_exact("-write_hkl")),
     Flag(("-default_F",), 1, _scalar("default_F", _finite), G_XTAL, "F of reflections not in -hkl (default 0)", "F"),
     Flag(("-img",), 1, _file("imgfile"), G_IN, "take detector settings from this SMV header", "FILE"),
     Flag(("-mask",), 1, _file("maskfile"), G_IN,
@@ -612,7 +649,6 @@ def _apply_header(s: State, path: str, flag: str, flip_y: bool):
 
 
 def _finish(s: State, cwd: str, mask) -> SimConfig:
-    from .io.hkl import read_hkl
     from .io.fdump import read_fdump
     from .io.text import read_matrix, read_sources
 
@@ -651,8 +687,14 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
                          f"{fpixels}x{spixels}")
 
     grid = None
+    if (s.hkl_column or s.hkl_block) and not s.hklfile:
+        raise UsageError("-hkl_column/-hkl_block: they choose data in an -hkl file, and none is given")
+    if s.hklfile and s.pdbfile:
+        raise UsageError("-hkl and -pdb: give one source of structure factors, not both")
     if s.hklfile:
-        grid = read_hkl(_at(cwd, s.hklfile), s.default_F)
+        grid = _read_hkl(s, cwd)
+    elif s.pdbfile:
+        pass  # computed once the detector and beam are known (they set the resolution)
     elif os.path.exists(_at(cwd, "Fdump.bin")):
         grid = read_fdump(_at(cwd, "Fdump.bin"))
     elif s.default_F == 0.0:
@@ -664,7 +706,7 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         cell = (c[0] * 1e-10, c[1] * 1e-10, c[2] * 1e-10, c[3] / RTD, c[4] / RTD, c[5] / RTD)
         if c[0] <= 0 and amat is None:
             raise UsageError("-cell: expected a positive cell edge a (A)")
-    if amat is None and cell is None:
+    if amat is None and cell is None and s.sf is None and not s.pdbfile:
         raise UsageError("no crystal: give -cell a b c alpha beta gamma or -mat FILE")
     sources = read_sources(_at(cwd, s.sourcefile)) if s.sourcefile else None
     if s.stolfile and not os.path.isfile(_at(cwd, s.stolfile)):
@@ -687,6 +729,10 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         vdivsteps=s.vdivsteps, round_div=s.round_div, sources=sources, fluence=fluence, flux=s.flux,
         exposure=s.exposure, beamsize=s.beamsize,
     )
+    if s.pdbfile:
+        grid = _model_grid(s, cwd, det, beam)
+    if s.sf is not None and s.sf.cell is not None:
+        cell = _sf_cell(s, cell, amat)
     xtal = CrystalConfig(
         cell=cell, amat=amat, misset=s.misset, misset_seed=s.misset_seed, Na=s.Na, Nb=s.Nb, Nc=s.Nc,
         size_a=sample[0], size_b=sample[1], size_c=sample[2], shape=s.shape, fudge=s.fudge,
@@ -698,6 +744,69 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
                      interpolate=s.interpolate, dmin=s.dmin, water_size=s.water_size, oversample=s.oversample,
                      oversample_omega=s.oversample_omega, oversample_polar=s.oversample_polar,
                      oversample_thick=s.oversample_thick)
+
+
+def _read_hkl(s: State, cwd: str):
+    """The grid of -hkl: nanoBragg's text list read as nanoBragg reads it; MTZ and
+    structure-factor mmCIF (recognised by content, gzip or not) expanded to P1 by
+    :mod:`nbxp.structure_factors`."""
+    from .io.hkl import read_hkl
+    from .io.reflections import kind_of, read_bytes
+    path = _at(cwd, s.hklfile)
+    kind = "text"
+    if os.path.isfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+        kind = kind_of(read_bytes(path, "-hkl") if head[:2] == b"\x1f\x8b" else head)
+    if kind == "text":
+        if s.hkl_column or s.hkl_block:
+            raise UsageError(f"-hkl_column/-hkl_block: {s.hklfile} is an 'h k l F' text list; it has no columns")
+        return read_hkl(path, s.default_F)
+    from .structure_factors import structure_factors
+    s.sf = structure_factors(path, column=s.hkl_column, block=s.hkl_block, dmin=s.sf_dmin,
+                             anomalous=s.anomalous, flag="-hkl")
+    return s.sf.grid(s.default_F)
+
+
+def _model_grid(s: State, cwd: str, det, beam):
+    """F computed from -pdb, to -sf_dmin or to the detector's corner resolution."""
+    from .experiment import corner_resolution
+    from .structure_factors import structure_factors
+    corner = None
+    if s.sf_dmin is None:
+        corner = corner_resolution(det, beam)
+        if s.dmin > corner:
+            corner = s.dmin  # nanoBragg's -dmin already skips everything beyond it
+    s.sf = structure_factors(_at(cwd, s.pdbfile), dmin=s.sf_dmin, corner_d=corner,
+                             wavelength=s.wavelength if s.fprime or s.anomalous else None,
+                             fprime=s.fprime, anomalous=s.anomalous, solvent=s.solvent, flag="-pdb")
+    if corner is not None:
+        s.sf_lines.append(f"  -sf_dmin {s.sf.d_min * 1e10:.3g} A: the detector corner's {corner * 1e10:.3g} A "
+                          "with a margin for index rounding and interpolation")
+    return s.sf.grid(s.default_F)
+
+
+def _sf_cell(s: State, cell, amat):
+    """The crystal's cell when the structure factors bring one: theirs without -cell/-mat;
+    with one given, a warning when the two disagree beyond 0.5% / 0.5 degree."""
+    from .structure_factors import cell_warnings
+    path = s.hklfile or s.pdbfile
+    if cell is None and amat is None:
+        s.sf_lines.append(f"  unit cell taken from {path} (no -cell or -mat given)")
+        return s.sf.cell
+    if cell is not None:
+        a = cell[0]
+        b, c = (cell[1] or a), (cell[2] or a)
+        angles = tuple(x or math.pi / 2 for x in cell[3:6])
+        s.warnings += cell_warnings(s.sf.cell, (a, b, c) + angles, path, "-cell")
+    else:
+        import numpy as np
+        recip = np.asarray(amat, dtype=float).T * (1e-10 / s.wavelength)  # rows a*, b*, c* (1/A)
+        real = np.linalg.inv(recip).T * 1e-10
+        L = np.linalg.norm(real, axis=1)
+        ang = [math.acos(float(real[j] @ real[k]) / L[j] / L[k]) for j, k in ((1, 2), (0, 2), (0, 1))]
+        s.warnings += cell_warnings(s.sf.cell, tuple(L) + tuple(ang), path, "-mat")
+    return cell
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -55,3 +55,19 @@ def summary_lines(exp, cfg, state=None) -> list[str]:
                                       (" +omega", exp.oversample_omega)) if on)
     lines.append(f"  {exp.oversample}x{exp.oversample} pixel oversample steps{extra}")
     return lines
+
+
+def structure_factor_lines(sf, notes=()) -> list[str]:
+    """What was read for the structure factors: file kind, column, space group, reflections
+    in the asymmetric unit and in P1, resolution range and completeness."""
+    lines = [f"structure factors: {sf.kind} {sf.path}, {sf.label}"]
+    if sf.cell is not None:
+        cell = " ".join(f"{x * 1e10:g}" for x in sf.cell[:3]) + " " + " ".join(f"{math.degrees(x):g}" for x in sf.cell[3:])
+        lines.append(f"  space group {sf.spacegroup}, cell {cell}")
+        lines.append(f"  {sf.n_asu} reflections given, {len(sf.F)} in P1 with symmetry and Friedel mates; "
+                     f"{sf.n_absent_grid} systematic absences on the grid set to 0")
+        lines.append(f"  resolution {sf.d_max * 1e10:.2f} - {sf.d_min * 1e10:.2f} A, completeness "
+                     f"{100 * min(sf.completeness, 1.0):.1f}% to {sf.d_min * 1e10:.2f} A")
+    lines += [f"  {n}" for n in sf.notes]
+    lines += list(notes)
+    return lines

@@ -7,6 +7,8 @@ starting with ``#`` are skipped (nanoBragg itself rejects comments).
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 
 from ..config import HKLGrid
@@ -15,20 +17,35 @@ from . import InputError
 
 def read_hkl(path: str, default_F: float = 0.0) -> HKLGrid:
     """Read ``path`` into a dense grid; raise :class:`InputError` naming the bad line."""
+    a = read_hkl_rows(path)
+    return _grid(a, default_F, len(a))
+
+
+def _open_text(path: str):
+    """``path`` opened as text; gzip-compressed content (magic 1f 8b) is decompressed
+    whatever the file is called."""
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt") if gz else open(path, "r")
+
+
+def read_hkl_rows(path: str) -> np.ndarray:
+    """The (n, 4) float array of ``h k l F`` rows of ``path`` (plain or gzip-compressed)."""
     try:
         # fast path: NumPy's C parser; any irregular file goes to the line-by-line reader,
         # which names the offending line
-        a = np.loadtxt(path, usecols=(0, 1, 2, 3), comments="#", ndmin=2, dtype=float)
+        with _open_text(path) as fh:
+            a = np.loadtxt(fh, usecols=(0, 1, 2, 3), comments="#", ndmin=2, dtype=float)
         if a.shape[0] and np.all(np.isfinite(a)):
-            return _grid(a, default_F, len(a))
-    except (ValueError, IndexError, OSError, UnicodeDecodeError):
+            return a
+    except (ValueError, IndexError, OSError, UnicodeDecodeError, EOFError):
         pass
     try:
-        with open(path, "r") as fh:
+        with _open_text(path) as fh:
             lines = fh.readlines()
     except OSError as e:
         raise InputError(f"-hkl: cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile):
         raise InputError(f"-hkl: {path} is not a text file of 'h k l F' lines") from None
     rows = []
     for n, line in enumerate(lines, 1):
@@ -45,7 +62,7 @@ def read_hkl(path: str, default_F: float = 0.0) -> HKLGrid:
         rows.append((h, k, l, F))
     if not rows:
         raise InputError(f"-hkl: {path} holds no 'h k l F' lines")
-    return _grid(np.array(rows), default_F, len(rows))
+    return np.array(rows)
 
 
 def _grid(a: np.ndarray, default_F: float, count: int) -> HKLGrid:
@@ -60,3 +77,13 @@ def _grid(a: np.ndarray, default_F: float, count: int) -> HKLGrid:
     i = idx - lo
     F[i[:, 0], i[:, 1], i[:, 2]] = a[:, 3]
     return HKLGrid(F=F, h_min=int(lo[0]), k_min=int(lo[1]), l_min=int(lo[2]), count=count)
+
+
+def write_hkl(path: str, hkl: np.ndarray, F: np.ndarray) -> None:
+    """Write ``h k l F`` lines (nanoBragg's text format) atomically.  F is written as the
+    shortest decimal that reads back to the same double (Python's repr), so nanoBragg reading
+    the file fills exactly the grid nbxp uses."""
+    from . import atomic_write
+    rows = zip(np.asarray(hkl, dtype=np.int64).tolist(), np.asarray(F, dtype=np.float64).tolist())
+    text = "".join(f"{h} {k} {l} {f!r}\n" for (h, k, l), f in rows)
+    atomic_write(path, text.encode())
