@@ -7,7 +7,8 @@
 
 from .api import config_from_args, simulate
 from .config import BeamConfig, CrystalConfig, DetectorConfig, HKLGrid, SimConfig
+from .structure_factors import StructureFactorSet, structure_factors
 
 __version__ = "0.1.0"
 __all__ = ["simulate", "config_from_args", "SimConfig", "DetectorConfig", "BeamConfig", "CrystalConfig",
-           "HKLGrid", "__version__"]
+           "HKLGrid", "structure_factors", "StructureFactorSet", "__version__"]

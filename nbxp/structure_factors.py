@@ -41,6 +41,10 @@ from .io.reflections import Reflections, kind_of, need_gemmi, read_bytes
 
 #: h c in eV m, to turn a wavelength into the photon energy Cromer-Liberman takes
 HC_EV_M = 12398.419843320026e-10
+#: grid sampling of the density, points per d_min/2 (gemmi's default is 1.5): at 2 the
+#: FFT route agrees with direct summation to ~1e-4 relative for the strong reflections
+#: (1e-3 or worse at 1.5), for about twice the cost
+RATE = 2.0
 #: bulk-solvent model (flat mask): electron density k_sol (e/A^3) and B_sol (A^2), the
 #: usual starting values of refinement programs
 K_SOL, B_SOL = 0.35, 46.0
@@ -264,6 +268,7 @@ def model_reflections(st, d_min: float, wavelength: Optional[float] = None, fpri
 
     def density(calc, addend):
         calc.d_min = d_A
+        calc.rate = RATE
         calc.grid.setup_from(st)
         calc.set_refmac_compatible_blur(model)
         for el in elements:
@@ -287,6 +292,7 @@ def model_reflections(st, d_min: float, wavelength: Optional[float] = None, fpri
         # into f''.
         dn = gemmi.DensityCalculatorN()
         dn.d_min = d_A
+        dn.rate = RATE
         dn.grid.setup_from(st)
         dn.blur = dc.blur
         for el in elements:

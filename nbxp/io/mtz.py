@@ -40,7 +40,7 @@ def read_mtz(path: str, data: bytes, column: Optional[str] = None, anomalous: bo
     if len(mtz.batches) > 0:
         raise InputError(f"{flag}: {path} is an unmerged MTZ file (it has batches); merge it first")
     if mtz.spacegroup is None:
-        raise InputError(f"{flag}: {path}: space group {mtz.spacegroup_name!r} is not one gemmi knows")
+        raise InputError(f"{flag}: {path}: space group {mtz.spacegroup_name.strip()!r} is not one gemmi knows")
     cols = []
     for i, c in enumerate(mtz.columns):
         kind = c.type if c.type in "FJGKDPWAQLMHIYBR" else "R"

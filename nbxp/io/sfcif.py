@@ -63,8 +63,8 @@ def read_sfcif(path: str, data: bytes, column: Optional[str] = None, block: Opti
     if rb.spacegroup is None:
         given = [rb.block.find_value(t) for t in ("_symmetry.space_group_name_H-M", "_space_group.name_H-M_alt",
                                                     "_space_group.name_Hall", "_symmetry.Int_Tables_number")]
-        given = [g for g in given if g]
-        what = f"space group {given[0]} is not one gemmi knows" if given else "no space group given"
+        given = [gemmi.cif.as_string(g) for g in given if g]
+        what = f"space group {given[0]!r} is not one gemmi knows" if given else "no space group given"
         raise InputError(f"{flag}: {path} block {rb.block.name}: {what}")
     if not rb.cell.is_crystal():
         raise InputError(f"{flag}: {path} block {rb.block.name} has no unit cell")
