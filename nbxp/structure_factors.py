@@ -118,8 +118,12 @@ class StructureFactorSet:
         ops = gemmi.symops_from_hall(self._hall)
         if not _has_translations(ops):
             return None
-        idx = (np.indices(shape).reshape(3, -1).T + np.asarray(lo)).astype(np.int32)
-        return ops.systematic_absences(idx).reshape(shape)
+        idx = np.empty(tuple(shape) + (3,), dtype=np.int32)
+        for j in range(3):
+            ax = [None, None, None]
+            ax[j] = slice(None)
+            idx[..., j] = (np.arange(shape[j], dtype=np.int32) + int(lo[j]))[tuple(ax)]
+        return ops.systematic_absences(idx.reshape(-1, 3)).reshape(shape)
 
 
 def _has_translations(ops) -> bool:
@@ -180,36 +184,14 @@ def expand(hkl: np.ndarray, F_plus: np.ndarray, F_minus: Optional[np.ndarray], o
     return _unkey(keys[pick]).astype(np.int32), vals[pick].astype(np.float64)
 
 
-def _orbit_count(hkl: np.ndarray, rots: np.ndarray) -> float:
+def _unique_count(hkl: np.ndarray, rots: np.ndarray) -> int:
     """Number of distinct reflections of the Laue group (rotations and inversion) among
-    ``hkl``, a union of whole orbits: sum over points of |stabiliser| / |group|."""
-    stab = np.zeros(len(hkl), dtype=np.int64)
+    ``hkl``: each index is named by the largest key of its orbit."""
+    best = np.full(len(hkl), np.iinfo(np.int64).min)
     for R in rots:
         hr = hkl @ R
-        stab += np.all(hr == hkl, axis=1)
-        stab += np.all(hr == -hkl, axis=1)
-    return float(stab.sum()) / (2 * len(rots))
-
-
-def _completeness(p1_hkl: np.ndarray, present: np.ndarray, ops, cell, d_min_A: float) -> float:
-    """Unique reflections present / unique reflections possible (not absent), to d_min."""
-    hmax = np.abs(p1_hkl).max(axis=0).astype(np.int64) + 1
-    # every index within the resolution sphere, from the cell's own limits
-    lim = cell.get_hkl_limits(d_min_A)
-    hmax = np.maximum(hmax, np.abs(np.asarray(lim, dtype=np.int64)))
-    axes = [np.arange(-m, m + 1) for m in hmax]
-    rots = _rotations(ops)
-    total = 0.0
-    for h in axes[0]:  # plane by plane: bounded memory for big cells
-        kk, ll = np.meshgrid(axes[1], axes[2], indexing="ij")
-        idx = np.stack([np.full(kk.size, h), kk.ravel(), ll.ravel()], axis=1)
-        inv_d2 = cell.calculate_1_d2_array(idx.astype(np.float64))
-        sel = (inv_d2 <= 1.0 / d_min_A ** 2 * (1 + 1e-9)) & (inv_d2 > 0)
-        idx = idx[sel]
-        idx = idx[~ops.systematic_absences(idx.astype(np.int32))]
-        total += _orbit_count(idx, rots)
-    have = _orbit_count(p1_hkl[present], rots)
-    return have / total if total else 0.0
+        best = np.maximum(best, np.maximum(_key(hr), _key(-hr)))
+    return int(len(np.unique(best)))
 
 
 def expand_to_p1(refl: Reflections, path: str, d_min: Optional[float] = None) -> StructureFactorSet:
@@ -235,7 +217,13 @@ def expand_to_p1(refl: Reflections, path: str, d_min: Optional[float] = None) ->
     absent = ops.systematic_absences(p1.astype(np.int32))
     F[absent] = 0.0
     d_min_A = float(d.min())
-    completeness = _completeness(p1.astype(np.int64), ~absent, ops, cell, d_min_A)
+    # against every unique, not systematically absent reflection to d_min (gemmi's count,
+    # borderline reflections included as in the data's own d_min)
+    import gemmi
+    given = hkl[measured]
+    given = given[~ops.systematic_absences(given.astype(np.int32))]
+    possible = gemmi.count_reflections(cell, refl.spacegroup, d_min_A * (1 - 1e-9))
+    completeness = _unique_count(given, _rotations(ops)) / possible if possible else 0.0
     c = cell
     return StructureFactorSet(
         hkl=p1, F=F, path=path, kind=refl.kind, label=refl.label, spacegroup=refl.spacegroup.xhm(),
