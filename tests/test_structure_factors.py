@@ -148,6 +148,21 @@ def test_expansion_is_every_symmetry_and_friedel_mate_with_absences_zero(sg_name
     assert n_default == g.F.size - len(ref) - sum(1 for f in ref.values() if f == 7.0)
 
 
+def test_completeness_and_resolution_cut(tmp_path):
+    cols = [("FP", "F", lambda n, r: np.where(np.arange(n) % 4 == 0, np.nan, r.uniform(1, 9, n)))]
+    _, hkl, _ = make_mtz(tmp_path / "d.mtz", "P 31 2 1", (24, 24, 40, 90, 90, 120), d_min=2.5, columns=cols)
+    sf = nbxp.structure_factors(str(tmp_path / "d.mtz"))
+    n_measured = len(hkl) - len(range(0, len(hkl), 4))
+    d = gemmi.UnitCell(24, 24, 40, 90, 90, 120).calculate_d_array(hkl.astype(float))
+    measured_dmin = d[np.arange(len(hkl)) % 4 != 0].min()
+    full = gemmi.count_reflections(gemmi.UnitCell(24, 24, 40, 90, 90, 120), gemmi.SpaceGroup("P 31 2 1"),
+                                   measured_dmin * (1 - 1e-9))
+    assert sf.n_asu == n_measured and sf.completeness == pytest.approx(n_measured / full)
+    assert sf.d_min == pytest.approx(measured_dmin * 1e-10)
+    cut = nbxp.structure_factors(str(tmp_path / "d.mtz"), dmin=4.0e-10)
+    assert cut.d_min >= 4.0e-10 and cut.n_asu == int(((d >= 4.0) & (np.arange(len(hkl)) % 4 != 0)).sum())
+
+
 def test_gemmi_expand_to_p1_lacks_friedel_mates(tmp_path):
     mtz, hkl, _ = make_mtz(tmp_path / "d.mtz", "P 31 2 1", (24, 24, 40, 90, 90, 120))
     mtz.expand_to_p1()
@@ -433,6 +448,56 @@ def test_model_default_resolution_covers_the_detector_corner(tmp_path):
     assert 1 / sf_d == pytest.approx(1.02 / corner + 2 * rstar, rel=1e-2)
 
 
+def test_model_formats_ncs_and_old_pdb_lines(tmp_path):
+    import gzip
+    st = gemmi.read_pdb_string(small_model().make_pdb_string())  # the atoms as PDB holds them
+    (tmp_path / "m.pdb").write_text(st.make_pdb_string())
+    (tmp_path / "m.cif.gz").write_bytes(gzip.compress(st.make_mmcif_document().as_string().encode()))
+    ref = nbxp.structure_factors(str(tmp_path / "m.pdb"), dmin=3e-10)
+    cif = nbxp.structure_factors(str(tmp_path / "m.cif.gz"), dmin=3e-10)
+    assert cif.kind == "mmCIF model" and np.array_equal(cif.hkl, ref.hkl)
+    assert np.allclose(cif.F, ref.F, rtol=1e-6)
+    # old PDB lines: entry code and line number in columns 73-80 (charge columns 79-80 hold digits)
+    old = []
+    for n, line in enumerate(st.make_pdb_string().splitlines(), 1):
+        old.append(f"{line[:72]:72s}1ABC{n:4d}" if line.startswith(("ATOM", "HETATM", "ANISOU")) else line)
+    (tmp_path / "old.pdb").write_text("\n".join(old) + "\n")
+    with pytest.raises(RuntimeError):
+        gemmi.read_pdb_string((tmp_path / "old.pdb").read_text())
+    o = nbxp.structure_factors(str(tmp_path / "old.pdb"), dmin=3e-10)
+    assert any("columns 73-80" in n for n in o.notes)
+    assert np.array_equal(o.hkl, ref.hkl) and np.allclose(o.F, ref.F, rtol=1e-6)
+    # strict NCS: a second copy by an operator that is not 'given' is generated
+    ncs = gemmi.read_pdb_string(st.make_pdb_string())
+    op = gemmi.NcsOp()
+    op.id = "2"
+    op.given = False
+    op.tr.mat.fromlist([[0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    op.tr.vec.fromlist([3.0, 1.0, 2.0])
+    ncs.ncs.append(op)
+    (tmp_path / "ncs.pdb").write_text(ncs.make_pdb_string())
+    full = gemmi.read_pdb_string(ncs.make_pdb_string())
+    full.expand_ncs(gemmi.HowToNameCopiedChain.Dup)
+    (tmp_path / "full.pdb").write_text(full.make_pdb_string())
+    a = nbxp.structure_factors(str(tmp_path / "ncs.pdb"), dmin=3e-10)
+    b = nbxp.structure_factors(str(tmp_path / "full.pdb"), dmin=3e-10)
+    assert any("NCS" in n for n in a.notes)
+    assert np.array_equal(a.hkl, b.hkl) and np.allclose(a.F, b.F, rtol=1e-5)
+    assert not np.allclose(a.F, ref.F, rtol=1e-2)
+
+
+def test_mat_cell_disagreement_warns(tmp_path):
+    make_mtz(tmp_path / "d.mtz")  # cell 21 25 33 90 90 90
+    lam = 1.2
+    for name, edges in (("same.mat", (21.0, 25.0, 33.0)), ("off.mat", (22.0, 25.0, 33.0))):
+        A = np.diag([lam / e for e in edges])  # rows: a*, b*, c* components times lambda
+        (tmp_path / name).write_text("\n".join(" ".join(f"{x:.10f}" for x in row) for row in A) + "\n")
+    ok = run_nbxp(BASE + ["-hkl", "d.mtz", "-mat", "same.mat"], tmp_path)
+    assert ok.returncode == 0 and "WARNING" not in ok.stdout, ok.stderr
+    off = run_nbxp(BASE + ["-hkl", "d.mtz", "-mat", "off.mat"], tmp_path)
+    assert off.returncode == 0 and "WARNING: -mat cell 22 25 33 90 90 90 differs from the cell of d.mtz" in off.stdout
+
+
 def test_cell_disagreement_warns(tmp_path):
     make_mtz(tmp_path / "d.mtz")
     ok = run_nbxp(BASE + ["-hkl", "d.mtz", "-cell", "21.05", "25", "33", "90", "90", "90"], tmp_path)
@@ -465,6 +530,8 @@ def _bad_files(d: Path):
     (d / "badsg-sf.cif").write_text(cif.replace("'P 21 21 21'", "'Q 9 9 9'").replace("_symmetry.Int_Tables_number 19",
                                                                                      ""))
     (d / "plain.cif").write_text("data_x\n_cell.length_a 10\n")
+    (d / "good-sf.cif").write_text(cif)
+    (d / "p1.hkl").write_text("1 2 3 100\n")
 
 
 BAD = [
@@ -485,6 +552,9 @@ BAD = [
     (["-pdb", "badsg.pdb"], "badsg.pdb: space group"),
     (["-hkl", "good.mtz", "-pdb", "good.pdb"], "-hkl and -pdb"),
     (["-default_F", "1", "-cell", "20", "-write_hkl", "x.hkl"], "-write_hkl: needs structure factors"),
+    (["-hkl", "p1.hkl", "-cell", "20", "-hkl_column", "FP"], "p1.hkl is an 'h k l F' text list"),
+    (["-default_F", "1", "-cell", "20", "-hkl_column", "FP"], "-hkl_column/-hkl_block: they choose data in an -hkl"),
+    (["-hkl", "good-sf.cif", "-hkl_block", "nope"], "good-sf.cif has no block 'nope'; its blocks: mtz"),
 ]
 
 
@@ -554,5 +624,15 @@ def test_real_protein_models():
     sf = nbxp.structure_factors(tii, dmin=2.0e-10, wavelength=1.0e-10)
     assert sf.spacegroup == "P 31 2 1" and sf.completeness == pytest.approx(1.0)
     assert 860_000 < len(sf.F) < 880_000
+    # bulk solvent flattens the low-resolution contrast (protein ~0.43 e/A^3 in 0.35 e/A^3
+    # solvent) and fades out by exp(-B_sol s^2 / 4) at high resolution
+    dry = nbxp.structure_factors(tii, dmin=4.0e-10, wavelength=1.0e-10)
+    wet = nbxp.structure_factors(tii, dmin=4.0e-10, wavelength=1.0e-10, solvent=True)
+    assert np.array_equal(dry.hkl, wet.hkl) and any("bulk solvent" in n for n in wet.notes)
+    d = gemmi.UnitCell(*(x * 1e10 for x in dry.cell[:3]), *np.degrees(dry.cell[3:])).calculate_d_array(
+        dry.hkl.astype(float))
+    low, high = d > 15, d < 5
+    assert (wet.F[low] ** 2).sum() / (dry.F[low] ** 2).sum() < 0.5
+    assert 0.9 < (wet.F[high] ** 2).sum() / (dry.F[high] ** 2).sum() < 1.1
     old = nbxp.structure_factors(_pymol("1hpv.pdb"), dmin=4.0e-10)   # columns 73-80 hold line numbers
     assert old.spacegroup == "P 61" and any("columns 73-80" in n for n in old.notes)
