@@ -384,7 +384,11 @@ def structure_factors(path: str, *, column: Optional[str] = None, block: Optiona
             if corner_d is None:
                 raise ValueError("structure_factors: a model needs dmin (m)")
             dmin = model_dmin(corner_d, st.cell)
-        refl = model_reflections(st, dmin, wavelength, fprime, anomalous, solvent)
+        try:
+            refl = model_reflections(st, dmin, wavelength, fprime, anomalous, solvent)
+        except RuntimeError as e:  # gemmi's own errors (e.g. a grid it cannot set up)
+            from .io.reflections import first_line
+            raise InputError(f"{flag}: {path}: cannot compute structure factors ({first_line(e)})") from None
         refl.kind = "PDB model" if kind == "pdb" else "mmCIF model"
         extra = st.info["nbxp_notes"]
         refl.notes = ([extra] if extra else []) + refl.notes
