@@ -62,7 +62,7 @@ def structure_factor_lines(sf, notes=()) -> list[str]:
     in the asymmetric unit and in P1, resolution range and completeness."""
     lines = [f"structure factors: {sf.kind} {sf.path}, {sf.label}"]
     if sf.cell is not None:
-        cell = " ".join(f"{x * 1e10:g}" for x in sf.cell[:3]) + " " + " ".join(f"{math.degrees(x):g}" for x in sf.cell[3:])
+        cell = " ".join([f"{x * 1e10:g}" for x in sf.cell[:3]] + [f"{math.degrees(x):g}" for x in sf.cell[3:]])
         lines.append(f"  space group {sf.spacegroup}, cell {cell}")
         lines.append(f"  {sf.n_asu} reflections given, {len(sf.F)} in P1 with symmetry and Friedel mates; "
                      f"{sf.n_absent_grid} systematic absences on the grid set to 0")

@@ -37,7 +37,7 @@ import numpy as np
 
 from .config import HKLGrid
 from .io import InputError
-from .io.reflections import Reflections, kind_of, need_gemmi, read_bytes
+from .io.reflections import Reflections, kind_of, read_bytes
 
 #: h c in eV m, to turn a wavelength into the photon energy Cromer-Liberman takes
 HC_EV_M = 12398.419843320026e-10
@@ -194,8 +194,10 @@ def _unique_count(hkl: np.ndarray, rots: np.ndarray) -> int:
     return int(len(np.unique(best)))
 
 
-def expand_to_p1(refl: Reflections, path: str, d_min: Optional[float] = None) -> StructureFactorSet:
-    """The :class:`StructureFactorSet` of ``refl`` (``d_min`` in m cuts the data)."""
+def expand_to_p1(refl: Reflections, path: str, d_min: Optional[float] = None,
+                 flag: str = "-hkl") -> StructureFactorSet:
+    """The :class:`StructureFactorSet` of ``refl`` (``d_min`` in m cuts the data; ``flag``
+    names the option in messages)."""
     ops = refl.spacegroup.operations()
     cell = refl.cell
     hkl = np.asarray(refl.hkl, dtype=np.int64)
@@ -210,7 +212,8 @@ def expand_to_p1(refl: Reflections, path: str, d_min: Optional[float] = None) ->
     Fm = None if Fm is None else Fm[keep]
     measured = np.isfinite(Fp) if Fm is None else (np.isfinite(Fp) | np.isfinite(Fm))
     if not measured.any():
-        raise InputError(f"{path}: {refl.label.split(' (')[0]} holds no values (all missing)")
+        cut = f" to {d_min * 1e10:g} A" if d_min is not None else ""
+        raise InputError(f"{flag}: {path}: {refl.label.split(' (')[0]} holds no values{cut} (all missing)")
     d = cell.calculate_d_array(hkl[measured].astype(np.float64))
     n_asu = int(len(np.unique(_key(hkl[measured]))))
     p1, F = expand(hkl, Fp, Fm, ops)
@@ -371,10 +374,10 @@ def structure_factors(path: str, *, column: Optional[str] = None, block: Optiona
                          "give it with -pdb")
     if kind == "mtz":
         from .io.mtz import read_mtz
-        return expand_to_p1(read_mtz(path, data, column, anomalous, flag), path, dmin)
+        return expand_to_p1(read_mtz(path, data, column, anomalous, flag), path, dmin, flag)
     if kind == "sf-cif":
         from .io.sfcif import read_sfcif
-        return expand_to_p1(read_sfcif(path, data, column, block, anomalous, flag), path, dmin)
+        return expand_to_p1(read_sfcif(path, data, column, block, anomalous, flag), path, dmin, flag)
     if kind == "cif":
         raise InputError(f"{flag}: {path} is a CIF file with neither _refln nor _atom_site items")
     if kind in ("pdb", "model-cif"):
@@ -392,7 +395,7 @@ def structure_factors(path: str, *, column: Optional[str] = None, block: Optiona
         refl.kind = "PDB model" if kind == "pdb" else "mmCIF model"
         extra = st.info["nbxp_notes"]
         refl.notes = ([extra] if extra else []) + refl.notes
-        return expand_to_p1(refl, path, None)
+        return expand_to_p1(refl, path, None, flag)
     # nanoBragg's text list: P1 as given, no symmetry
     from .io.hkl import read_hkl_rows
     a = read_hkl_rows(path)
@@ -413,7 +416,8 @@ def cell_warnings(file_cell: tuple, given: tuple, path: str, flag: str) -> list[
     if rel.max() <= 0.005 and dang.max() <= 0.5:
         return []
     fmt = lambda e, a: " ".join(f"{x:g}" for x in list(e) + list(a))  # noqa: E731
-    out = [f"WARNING: {flag} cell {fmt(ga, gang)} differs from the cell of {path} ({fmt(fa, fang)}) by up to "
+    given_txt = f"-cell {fmt(ga, gang)}" if flag == "-cell" else f"the cell of {flag} ({fmt(ga, gang)})"
+    out = [f"WARNING: {given_txt} differs from the cell of {path} ({fmt(fa, fang)}) by up to "
            f"{100 * rel.max():.2g}% and {dang.max():.2g} degrees; the file's indices are used as they are"]
     if np.allclose(np.sort(ga), np.sort(fa), rtol=0.005) and not np.allclose(ga, fa, rtol=0.005):
         out.append("WARNING: the same edges in another order: the file is probably in a different setting")

@@ -67,8 +67,8 @@ def main() -> int:
     print(f"grid + load into the engine:                  {med(load):.2f} s")
     print(f"total:                                        {med(total):.2f} s")
     print(f"(the same P1 list read back as text:          {med(text):.2f} s)")
-    print(f"| {Path(a.model).name} at {a.dmin:g} A ({len(sf.F) / 1e3:.0f}k P1) | {med(compute):.2f} | {med(load):.2f} | "
-          f"{med(total):.2f} | {med(text):.2f} |")
+    print(f"| {Path(a.model).name} at {a.dmin:g} A ({len(sf.F) / 1e3:.0f}k P1) | {med(compute):.2f} | "
+          f"{med(load):.2f} | {med(total):.2f} | {med(text):.2f} |")
     return 0
 
 

@@ -189,7 +189,8 @@ def choose_column(columns: list[Column], wanted: Optional[str], anomalous: bool,
             raise InputError(f"-hkl_column: {path} has no column {wanted!r}; usable columns: {listing()}")
         c = match[0]
         if c.kind not in USABLE:
-            raise InputError(f"-hkl_column: column {c.label} of {path} is {REFUSED[c.kind]}; usable columns: {listing()}")
+            raise InputError(f"-hkl_column: column {c.label} of {path} is {REFUSED[c.kind]}; "
+                             f"usable columns: {listing()}")
         if c.kind in ("G", "K"):
             pr = _partner(c, columns)
             if pr is None:
