@@ -249,6 +249,8 @@ def test_column_choice(tmp_path):
     _, _, arr = make_mtz(tmp_path / "m.mtz", columns=cols)
     path = str(tmp_path / "m.mtz")
     assert "FP" in nbxp.structure_factors(path).label            # the usual name wins
+    assert nbxp.structure_factors(path).notes == []
+    assert any("no anomalous columns" in n for n in nbxp.structure_factors(path, anomalous=True).notes)
     assert "FC" in nbxp.structure_factors(path, column="FC").label
     for lab, why in (("PHIC", "phase"), ("FWT", "map coefficient"), ("FOM", "weight"), ("HLA", "Hendrickson")):
         with pytest.raises(InputError, match=why) as e:

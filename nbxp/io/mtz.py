@@ -14,7 +14,8 @@ from typing import Optional
 import numpy as np
 
 from . import InputError
-from .reflections import Column, Reflections, amplitudes, choose_column, first_line, is_map_coefficient, need_gemmi
+from .reflections import (Column, Reflections, amplitudes, anomalous_note, choose_column, first_line,
+                          is_map_coefficient, need_gemmi)
 
 
 def read_mtz(path: str, data: bytes, column: Optional[str] = None, anomalous: bool = False,
@@ -55,4 +56,4 @@ def read_mtz(path: str, data: bytes, column: Optional[str] = None, anomalous: bo
     if not cell.is_crystal():
         raise InputError(f"{flag}: {path} has no unit cell")
     return Reflections(hkl=hkl, F_plus=F_plus, F_minus=F_minus, spacegroup=mtz.spacegroup, cell=cell,
-                       kind="MTZ", label=choice.description)
+                       kind="MTZ", label=choice.description, notes=anomalous_note(choice, anomalous))

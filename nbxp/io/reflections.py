@@ -232,6 +232,13 @@ def choose_column(columns: list[Column], wanted: Optional[str], anomalous: bool,
                      f"-hkl_column: {listing()}")
 
 
+def anomalous_note(choice: Choice, anomalous: bool) -> list[str]:
+    """A note when anomalous data were asked for and the file has none."""
+    if anomalous and choice.kind in ("F", "J"):
+        return ["-anomalous: no anomalous columns here; Friedel mates are equal"]
+    return []
+
+
 def amplitudes(choice: Choice, get) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """(F at h, F at -h or None) from the chosen columns; ``get(label)`` gives a float array
     with NaN where a value is missing."""

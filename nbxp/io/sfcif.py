@@ -13,7 +13,8 @@ from typing import Optional
 import numpy as np
 
 from . import InputError
-from .reflections import Column, Reflections, amplitudes, choose_column, first_line, is_map_coefficient, need_gemmi
+from .reflections import (Column, Reflections, amplitudes, anomalous_note, choose_column, first_line,
+                          is_map_coefficient, need_gemmi)
 
 _KINDS = {"F_meas_au": "F", "F_meas": "F", "F_calc_au": "F", "F_calc": "F", "pdbx_F_calc": "F",
           "intensity_meas": "J", "intensity_calc": "J", "F_squared_meas": "J", "F_squared_calc": "J",
@@ -80,4 +81,4 @@ def read_sfcif(path: str, data: bytes, column: Optional[str] = None, block: Opti
     if len(names) > 1:
         label += f", block {rb.block.name} of {len(names)}"
     return Reflections(hkl=hkl, F_plus=F_plus, F_minus=F_minus, spacegroup=rb.spacegroup, cell=rb.cell,
-                       kind="structure-factor mmCIF", label=label)
+                       kind="structure-factor mmCIF", label=label, notes=anomalous_note(choice, anomalous))
