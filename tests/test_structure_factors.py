@@ -459,6 +459,10 @@ def test_model_formats_ncs_and_old_pdb_lines(tmp_path):
     cif = nbxp.structure_factors(str(tmp_path / "m.cif.gz"), dmin=3e-10)
     assert cif.kind == "mmCIF model" and np.array_equal(cif.hkl, ref.hkl)
     assert np.allclose(cif.F, ref.F, rtol=1e-6)
+    # a block without coordinates before the model's
+    (tmp_path / "two.cif").write_text("data_other\n_cell.length_a 5\n\n" + st.make_mmcif_document().as_string())
+    two = nbxp.structure_factors(str(tmp_path / "two.cif"), dmin=3e-10)
+    assert np.array_equal(two.hkl, ref.hkl) and np.allclose(two.F, ref.F, rtol=1e-6)
     # old PDB lines: entry code and line number in columns 73-80 (charge columns 79-80 hold digits)
     old = []
     for n, line in enumerate(st.make_pdb_string().splitlines(), 1):

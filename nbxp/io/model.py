@@ -26,7 +26,12 @@ def read_model(path: str, data: bytes, kind: str, flag: str = "-pdb"):
                 st = gemmi.read_pdb_string(data, max_line_length=72)
                 notes.append("old PDB format: columns 73-80 ignored")
         else:
-            st = gemmi.make_structure_from_block(gemmi.cif.read_string(data.decode("utf-8", "replace")).sole_block())
+            doc = gemmi.cif.read_string(data.decode("utf-8", "replace"))
+            # the first block with coordinates (a file may also carry others, e.g. restraints)
+            blocks = [b for b in doc if b.find_mmcif_category("_atom_site.")] or list(doc)[:1]
+            if not blocks:
+                raise InputError(f"{flag}: {path} is an empty CIF file")
+            st = gemmi.make_structure_from_block(blocks[0])
     except (RuntimeError, ValueError) as e:
         raise InputError(f"{flag}: {path} is not a readable {'PDB' if kind == 'pdb' else 'mmCIF'} "
                          f"coordinate file ({first_line(e)})") from None
