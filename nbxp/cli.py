@@ -161,16 +161,24 @@ def header_values(exp) -> dict:
                 phi_deg=exp.sampling.phi0 * rtd, osc_deg=exp.sampling.osc * rtd, twotheta_deg=g.twotheta * rtd)
 
 
+#: exit status of an internal error (a defect in nbxp, not in the input): sysexits' EX_SOFTWARE
+EXIT_INTERNAL = 70
+#: set this environment variable to see the traceback of an internal error
+TRACEBACK_ENV = "NBXP_TRACEBACK"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; exit 0 on success, 2 for bad input (one ``nbxp: error:`` line naming
+    the flag or file), 1 when memory runs out, 130 on Ctrl-C and :data:`EXIT_INTERNAL` for
+    an internal error (any other exception: a defect in nbxp, reported as one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or any(a in ("-h", "--help", "-help") for a in argv):
         get_parser().print_help()
         return 0 if argv else 2
-    from .flags import UsageError
-    from .io import InputError
+    from .errors import NbxpError
     try:
         return run(argv)
-    except (UsageError, InputError, ValueError) as e:
+    except NbxpError as e:
         print(f"nbxp: error: {e}", file=sys.stderr)
         return 2
     except MemoryError:
@@ -179,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nbxp: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 -- anything else is nbxp's fault, not the input's
+        if os.environ.get(TRACEBACK_ENV):
+            import traceback
+            traceback.print_exc()
+        what = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        print(f"nbxp: internal error: {what} -- this is a bug in nbxp, not in your input; please report it "
+              f"with the command line and the traceback ({TRACEBACK_ENV}=1 shows it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover
