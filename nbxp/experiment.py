@@ -16,6 +16,7 @@ import numpy as np
 
 from . import crystal as xtal
 from .config import AVOGADRO, R_E_SQR, SimConfig
+from .errors import ConfigError
 from .geometry import DetectorGeometry, build_detector, convention_axes
 from .physics import StructureFactors
 from .sources import auto_steps, build_sources
@@ -82,7 +83,7 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     notes: list[str] = []
     det, beam, cr = cfg.detector, cfg.beam, cfg.crystal
     if cr.cell is None and cr.amat is None:
-        raise ValueError("the crystal needs a unit cell (-cell) or an A matrix (-mat)")
+        raise ConfigError("the crystal needs a unit cell (-cell) or an A matrix (-mat)")
     axes = convention_axes(det.convention, {
         "beam": beam.beam_vector, "fdet": det.fdet_vector, "sdet": det.sdet_vector,
         "odet": det.odet_vector, "twotheta_axis": det.twotheta_axis,

@@ -29,11 +29,12 @@ from typing import Callable, Optional
 
 
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimConfig
+from .errors import NbxpError
 
 RTD = 180.0 / math.pi
 
 
-class UsageError(ValueError):
+class UsageError(NbxpError):
     """A command-line problem; the message names the flag and what was expected."""
 
 
@@ -591,20 +592,29 @@ def _apply_header(s: State, path: str, flag: str, flip_y: bool):
     head, data = read_smv(path, flag)
     h, w = data.shape
     s.fpixels, s.spixels = w, h
-    v = header_value(head, "PIXEL_SIZE")
+
+    def value(key, conv=_finite):
+        # header values obey the rules of the flags they stand for (a zero PIXEL_SIZE is as
+        # unusable as -pixel 0); the message names the file and the key
+        v = header_value(head, key)
+        return None if v is None else conv(f"{flag}: {path}: header {key}", repr(v))
+
+    v = value("PIXEL_SIZE", _positive)
     if v is not None:
         s.pixel_size = v / 1000.0
     s.detsize_f, s.detsize_s = s.pixel_size * w, s.pixel_size * h
-    for key, attr, scale in (("DISTANCE", "distance", 1e-3), ("CLOSE_DISTANCE", "close_distance", 1e-3),
-                             ("WAVELENGTH", "wavelength", 1e-10), ("ORGX", "ORGX", 1.0), ("ORGY", "ORGY", 1.0),
-                             ("PHI", "phi0", 1 / RTD), ("OSC_RANGE", "osc", 1 / RTD)):
-        v = header_value(head, key)
+    for key, attr, scale, conv in (("DISTANCE", "distance", 1e-3, _positive),
+                                   ("CLOSE_DISTANCE", "close_distance", 1e-3, _positive),
+                                   ("WAVELENGTH", "wavelength", 1e-10, _positive), ("ORGX", "ORGX", 1.0, _finite),
+                                   ("ORGY", "ORGY", 1.0, _finite), ("PHI", "phi0", 1 / RTD, _finite),
+                                   ("OSC_RANGE", "osc", 1 / RTD, _finite)):
+        v = value(key, conv)
         if v is not None:
             setattr(s, attr, v * scale)
-    v = header_value(head, "BEAM_CENTER_X")
+    v = value("BEAM_CENTER_X")
     if v is not None:
         s.Xbeam = v / 1000.0
-    v = header_value(head, "BEAM_CENTER_Y")
+    v = value("BEAM_CENTER_Y")
     if v is not None:
         s.Ybeam = (s.detsize_s - v / 1000.0) if flip_y else v / 1000.0
     # nanoBragg reads TWOTHETA from headers into a variable it never uses
@@ -662,10 +672,6 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
     if s.cell is not None:
         c = (s.cell + [0.0] * 6)[:6]
         cell = (c[0] * 1e-10, c[1] * 1e-10, c[2] * 1e-10, c[3] / RTD, c[4] / RTD, c[5] / RTD)
-        if c[0] <= 0 and amat is None:
-            raise UsageError("-cell: expected a positive cell edge a (A)")
-    if amat is None and cell is None:
-        raise UsageError("no crystal: give -cell a b c alpha beta gamma or -mat FILE")
     sources = read_sources(_at(cwd, s.sourcefile)) if s.sourcefile else None
     if s.stolfile and not os.path.isfile(_at(cwd, s.stolfile)):
         raise UsageError(f"-stol: cannot read {s.stolfile}")
@@ -693,6 +699,8 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         mosaic_spread=s.mosaic_spread, mosaic_domains=s.mosaic_domains, mosaic_seed=s.mosaic_seed,
         spindle_axis=v.get("spindle"), phi0=s.phi0, osc=s.osc, phistep=s.phistep, phisteps=s.phisteps,
     )
+    from .crystal import check_crystal
+    check_crystal(xtal, mat=f"-mat {s.matfile}")  # the set-up checks again, naming no file
     seed = s.seed if s.seed is not None else int(time.time())
     return SimConfig(detector=det, beam=beam, crystal=xtal, hkl=grid, default_F=s.default_F, seed=seed,
                      interpolate=s.interpolate, dmin=s.dmin, water_size=s.water_size, oversample=s.oversample,

@@ -225,7 +225,7 @@ def test_bad_smv_inputs(flag, name, message, tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     (b"garbage", "not an Fdump.bin file"),
-    (b"0 1 0 1 0 1\n\f" + bytes(40), "truncated"),
+    (b"0 1 0 1 0 1\n\f" + bytes(40), "fit neither Fdump layout"),
 ])
 def test_bad_fdump(content, message, tmp_path):
     (tmp_path / "Fdump.bin").write_bytes(content)
