@@ -22,18 +22,6 @@ def get_parser():
     return _gp()
 
 
-def _check_memory(fpixels: int, spixels: int) -> None:
-    need = fpixels * spixels * (8 + 4 + 2 + 2)  # float64 values, float32 image, SMV image, ROI and mask
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > avail:
-        from .flags import UsageError
-        raise UsageError(f"-detpixels: a {fpixels}x{spixels} detector needs about {need / 2**30:.1f} GiB, "
-                         f"more than the {avail / 2**30:.1f} GiB of free memory")
-
-
 def _writable(path: str, flag: str) -> None:
     from .flags import UsageError
     d = os.path.dirname(os.path.abspath(path)) or "."
@@ -63,7 +51,6 @@ def run(argv: list[str], out=sys.stdout) -> int:
     outputs += [(s.noisefile, "-noisefile")] if s.calculate_noise else []
     for path, flag in outputs:
         _writable(path, flag)
-    _check_memory(cfg.detector.fpixels, cfg.detector.spixels)
     if s.trace_pixel is not None:
         from .trace import check_pixel
         check_pixel(cfg, *s.trace_pixel)

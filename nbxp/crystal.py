@@ -17,6 +17,7 @@ import numpy as np
 from . import rng
 from .config import CrystalConfig
 from .errors import ConfigError
+from .resources import ceil_count
 from .vectors import cross, dot, norm, rotate_axis, rotate_xyz
 
 _TINY = np.finfo(float).tiny
@@ -314,7 +315,7 @@ def rotation_sampling(cfg: CrystalConfig, notes: list) -> RotationSampling:
         elif phistep <= 0.0:
             phisteps, phistep = 2, osc / 2.0
         else:
-            phisteps = math.ceil(osc / phistep)
+            phisteps = ceil_count(osc / phistep)
     else:
         if phisteps == 0:
             phisteps = 1

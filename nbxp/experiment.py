@@ -19,7 +19,8 @@ from .config import AVOGADRO, R_E_SQR, SimConfig
 from .errors import ConfigError
 from .geometry import DetectorGeometry, build_detector, convention_axes
 from .physics import StructureFactors
-from .sources import auto_steps, build_sources
+from .resources import check_fits, setup_parts
+from .sources import auto_steps, build_sources, divergence_sampling
 
 WATER_F = 2.57
 WATER_MW = 18.0
@@ -137,6 +138,17 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         notes.append(f"WARNING: setting detector attenuation depth to {mu:g} m")
 
     sampling = xtal.rotation_sampling(cr, notes)
+    # every count is known now: refuse a run that cannot fit before building its arrays
+    if beam.sources is not None:
+        n_src, src_flags = len(beam.sources), "-sourcefile"
+    else:
+        ds = divergence_sampling(beam)
+        n_src, src_flags = ds.hdivsteps * ds.vdivsteps * ds.dispsteps, "-hdivsteps/-vdivsteps/-dispsteps"
+    check_fits(setup_parts(
+        pixels=geom.fpixels * geom.spixels, phisteps=sampling.phisteps, domains=sampling.mosaic_domains,
+        sources=n_src, thicksteps=steps_t, oversample=oversample, itemsize=8 if dtype == xp.float64 else 4,
+        interpolate=interpolate, grid_points=0 if grid is None else grid.F.size, source_flags=src_flags,
+        tile=not getattr(xp, "__name__", "").endswith("cupy")))
     spindle = xp.asarray(spindle_u, dtype=dtype)
     orient = xtal.orientations(vecs.real * 1e-10, spindle, sampling, cr.mosaic_seed, xp=xp, dtype=dtype)
 
