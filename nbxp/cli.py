@@ -31,7 +31,7 @@ def _writable(path: str, flag: str) -> None:
         raise UsageError(f"{flag}: cannot write {path}: it is a directory")
 
 
-def run(argv: list[str], out=sys.stdout) -> int:
+def run(argv: list[str], out=None) -> int:
     from . import images
     from .api import resolve_namespace
     from .io.fdump import write_fdump
@@ -44,6 +44,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     from .report import summary_lines
     from .stats import image_stats
 
+    out = sys.stdout if out is None else out  # looked up per call, so a redirected stdout is honoured
     parsed = parse_args(argv)
     s, cfg = parsed.state, parsed.config
     outputs = [(s.floatfile, "-floatfile"), (s.intfile, "-intfile")]
@@ -62,11 +63,9 @@ def run(argv: list[str], out=sys.stdout) -> int:
     for w in s.warnings:
         p(w)
     if s.hklfile:
+        # announced where nanoBragg writes it, written with the other outputs: a run that
+        # fails leaves no file behind
         p("writing dump file for next time: Fdump.bin")
-        try:
-            write_fdump("Fdump.bin", cfg.hkl)
-        except OSError as e:
-            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
     elif cfg.hkl is not None:
         p("reading Fs from Fdump.bin")
     for line in summary_lines(exp, cfg, s):
@@ -82,6 +81,10 @@ def run(argv: list[str], out=sys.stdout) -> int:
         p("WARNING: further warnings will not be printed! ")
     img32 = to_host_float32(img)  # the only device-to-host copy of a GPU run
     del img  # a float64 image is the largest array of a run; nothing below needs it
+    bad = int(img32.size - np.count_nonzero(np.isfinite(img32)))
+    if bad:
+        p(f"WARNING: {bad} pixels are infinite or NaN (beyond float32): the intensity scale overflows; "
+          "check -fluence/-flux, -default_F or the -hkl values, -N and -water")
     if s.trace_pixel is not None:
         # computed apart from the engine (host float64, nanoBragg's loop order), so the
         # render above carries no tracing cost
@@ -96,6 +99,11 @@ def run(argv: list[str], out=sys.stdout) -> int:
     box = np.zeros(img32.shape, dtype=bool)
     box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
     p("")
+    if s.hklfile:
+        try:
+            write_fdump("Fdump.bin", cfg.hkl)
+        except OSError as e:
+            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
     p(f"writing {s.floatfile} as {img32.size} 4-byte floats")
     atomic_write(s.floatfile, img32)
     for line in st.lines():
@@ -163,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         get_parser().print_help()
         return 0 if argv else 2
     from .errors import NbxpError
+    import warnings
     try:
-        return run(argv)
+        with warnings.catch_warnings():
+            # NumPy's overflow/invalid-value warnings would print source lines; an image
+            # that overflows is reported by run() in one WARNING line instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return run(argv)
     except NbxpError as e:
         print(f"nbxp: error: {e}", file=sys.stderr)
         return 2

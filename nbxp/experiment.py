@@ -19,7 +19,7 @@ from .config import AVOGADRO, R_E_SQR, SimConfig
 from .errors import ConfigError
 from .geometry import DetectorGeometry, build_detector, convention_axes
 from .physics import StructureFactors
-from .resources import check_fits, setup_parts
+from .resources import ceil_count, check_fits, setup_parts
 from .sources import auto_steps, build_sources, divergence_sampling
 
 WATER_F = 2.57
@@ -107,7 +107,9 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     # oversampling: enough sub-pixels to resolve the crystal's transform across a pixel
     size_max = max(float(xtal.norm(vecs.real[i, :], xp=xp)) * 1e-10 * N[i] for i in range(3))
     recip_pixel = beam.wavelength * geom.distance / geom.pixel_size
-    recommended = math.ceil(3.0 * size_max / recip_pixel)
+    # a vanishing reciprocal pixel (a subnormal distance) asks for unbounded oversampling,
+    # which the memory estimate below refuses
+    recommended = ceil_count(3.0 * size_max / recip_pixel) if recip_pixel > 0 else 2**62
     recommended = max(recommended, 1)
     oversample = cfg.oversample if cfg.oversample is not None and cfg.oversample > 0 else 0
     if oversample <= 0:
@@ -154,9 +156,16 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
 
     incident, lambdas, table, _ = build_sources(beam, beam_u, polar_u, xp=xp, dtype=dtype)
     n_src = table.shape[0]
+    if n_src == 0:  # nanoBragg would divide by zero sub-paths and write NaN images
+        raise ConfigError("-hdivsteps/-vdivsteps/-divsteps: the divergence grid trimmed to an ellipse keeps no "
+                          "source (give the divergence ranges, more steps, or -square_div)")
     steps = n_src * sampling.mosaic_domains * sampling.phisteps * oversample * oversample
 
-    I_bg = WATER_F ** 2 * R_E_SQR * beam.fluence * cfg.water_size ** 3 * 1e6 * AVOGADRO / WATER_MW
+    try:
+        cube = cfg.water_size ** 3
+    except OverflowError:  # float ** raises where * gives inf; the image then says so
+        cube = math.copysign(math.inf, cfg.water_size)
+    I_bg = WATER_F ** 2 * R_E_SQR * beam.fluence * cube * 1e6 * AVOGADRO / WATER_MW
 
     roi = det.roi if det.roi is not None else (0, geom.fpixels, 0, geom.spixels)
     mask = None

@@ -92,6 +92,19 @@ def _positive(flag: str, v: str) -> float:
     return x
 
 
+def _si(conv, scale=1.0):
+    """``conv`` followed by the conversion to SI units, checked again afterwards: a value
+    that passes in the user's units can leave the useful range in SI (``-pixel 1e-320``
+    underflows to 0 m, ``-energy 1e-310`` gives an infinite wavelength), and every later
+    division relies on the check."""
+    def f(flag: str, v: str) -> float:
+        x = conv(flag, v) * scale if scale != 1.0 else conv(flag, v)
+        if (conv is not _num and not math.isfinite(x)) or (conv is _positive and not x > 0):
+            raise UsageError(f"{flag}: {v} is out of range")
+        return x
+    return f
+
+
 # --------------------------------------------------------------------------- state
 
 @dataclass
@@ -126,6 +139,7 @@ class State:
     detsize_s: float = 0.1024
     fpixels: int = 0
     spixels: int = 0
+    size_flag: str = "-detpixels"  # the flag that last sized the detector, for messages
     curved: bool = False
     pixel_size: float = 1e-4
     point_pixel: bool = False
@@ -198,8 +212,10 @@ def _set(**kw):
 
 
 def _scalar(attr: str, conv=_finite, scale=1.0, **extra):
+    conv_si = _si(conv, scale) if conv in (_finite, _positive) else conv
+
     def act(s, v, flag=None):
-        setattr(s, attr, conv(flag, v[0]) * scale if scale != 1.0 else conv(flag, v[0]))
+        setattr(s, attr, conv_si(flag, v[0]) * scale if conv_si is conv and scale != 1.0 else conv_si(flag, v[0]))
         for k, val in extra.items():
             setattr(s, k, val)
     return act
@@ -236,7 +252,9 @@ def _detector_abs(s, v, flag=None):
     if "inf" in v[0] or _num(flag, v[0]) == 0.0:
         s.thickness, s.mu = 0.0, 0.0
     else:
-        s.mu = 1.0 / (_positive(flag, v[0]) * 1e-6)
+        s.mu = 1.0 / _si(_positive, 1e-6)(flag, v[0])
+        if not math.isfinite(s.mu):
+            raise UsageError(f"{flag}: {v[0]} is out of range")
 
 
 def _pivot(s, v, flag=None):
@@ -246,6 +264,13 @@ def _pivot(s, v, flag=None):
         s.pivot = "BEAM"
     else:
         raise UsageError(f"{flag}: expected 'beam' or 'sample', got {v[0]!r}")
+
+
+def _energy(s, v, flag=None):
+    lam = 12398.42 / _positive(flag, v[0]) * 1e-10
+    if not (math.isfinite(lam) and lam > 0):
+        raise UsageError(f"{flag}: {v[0]} is out of range")
+    s.wavelength = lam
 
 
 def _roi(s, v, flag=None):
@@ -266,6 +291,7 @@ def _pixels(*which):
             raise UsageError(f"{flag}: expected a positive number of pixels, got {v[0]!r}")
         for w in which:
             setattr(s, w, n)
+        s.size_flag = flag
     return act
 
 
@@ -369,10 +395,12 @@ FLAGS: list[Flag] = [
          "detector rotation about lab y (deg)", "DEG"),
     Flag(("-detector_rotz",), 1, lambda s, v, flag=None: s.rot.__setitem__(2, _finite(flag, v[0]) / RTD), G_DET,
          "detector rotation about lab z (deg)", "DEG"),
-    Flag(("-detsize",), 1, lambda s, v, flag=None: [setattr(s, k, _positive(flag, v[0]) * 1e-3) for k in ("detsize_f", "detsize_s")],
+    Flag(("-detsize",), 1, lambda s, v, flag=None: [setattr(s, k, x) for k, x in (("detsize_f", _si(_positive, 1e-3)(flag, v[0])),
+                                                             ("detsize_s", _si(_positive, 1e-3)(flag, v[0])),
+                                                             ("size_flag", flag))],
          G_DET, "detector side (mm, default 102.4)", "MM", match=_exact("-detsize")),
-    Flag(("-detsize_f",), 1, _scalar("detsize_f", _positive, 1e-3), G_DET, "detector fast side (mm)", "MM"),
-    Flag(("-detsize_s",), 1, _scalar("detsize_s", _positive, 1e-3), G_DET, "detector slow side (mm)", "MM"),
+    Flag(("-detsize_f",), 1, _scalar("detsize_f", _positive, 1e-3, size_flag="-detsize_f"), G_DET, "detector fast side (mm)", "MM"),
+    Flag(("-detsize_s",), 1, _scalar("detsize_s", _positive, 1e-3, size_flag="-detsize_s"), G_DET, "detector slow side (mm)", "MM"),
     Flag(("-detpixels",), 1, _pixels("fpixels", "spixels"), G_DET, "pixels along each side (overrides -detsize)",
          "N", match=_exact("-detpixels")),
     Flag(("-detpixels_f", "-detpixels_x"), 1, _pixels("fpixels"), G_DET, "pixels along the fast axis", "N"),
@@ -393,7 +421,7 @@ FLAGS: list[Flag] = [
          "sub-pixels per pixel side (default: from crystal size and pixel)", "N"),
     Flag(("-roi",), 4, _roi, G_DET, "render only pixels xmin..xmax, ymin..ymax (inclusive)", "XMIN XMAX YMIN YMAX"),
     Flag(("-lambda", "-wave"), 1, _scalar("wavelength", _positive, 1e-10), G_BEAM, "wavelength (A, default 1)", "A"),
-    Flag(("-energy",), 1, lambda s, v, flag=None: setattr(s, "wavelength", 12398.42 / _positive(flag, v[0]) * 1e-10),
+    Flag(("-energy",), 1, _energy,
          G_BEAM, "photon energy (eV), instead of -lambda", "EV"),
     Flag(("-fluence",), 1, _scalar("fluence", _finite), G_BEAM, "photons/m^2 (default 1.25932e29)", "PH/M2"),
     Flag(("-flux",), 1, _scalar("flux", _finite), G_BEAM, "photons/s; with -exposure and -beamsize sets the fluence",
@@ -631,12 +659,13 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         s.detsize_f = s.pixel_size * s.fpixels
     if s.spixels:
         s.detsize_s = s.pixel_size * s.spixels
-    fpixels = math.ceil(s.detsize_f / s.pixel_size - 0.5)
-    spixels = math.ceil(s.detsize_s / s.pixel_size - 0.5)
+    from .resources import ceil_count
+    fpixels = ceil_count(s.detsize_f / s.pixel_size - 0.5)
+    spixels = ceil_count(s.detsize_s / s.pixel_size - 0.5)
     if fpixels < 1 or spixels < 1:
-        raise UsageError("-detsize/-detpixels: the detector has no pixels")
+        raise UsageError(f"{s.size_flag}/-pixel: the detector has no pixels")
     if fpixels * spixels > 2**31 - 1:
-        raise UsageError(f"-detpixels: {fpixels}x{spixels} pixels is too large a detector")
+        raise UsageError(f"{s.size_flag}/-pixel: {fpixels}x{spixels} pixels is too large a detector")
 
     fluence = s.fluence
     if s.flux != 0.0 and s.exposure > 0.0 and s.beamsize >= 0:

@@ -210,7 +210,7 @@ BAD = [
     (["-sourcefile", "bad.src"], "-sourcefile: bad.src line 1"),
     (["-img", "bad.hkl"], "-img: bad.hkl does not look like an SMV"),
     (["-detpixels", "40000"], "-detpixels: this run needs about"),
-    (["-detpixels", "400000"], "-detpixels: 400000x400000 pixels is too large"),
+    (["-detpixels", "400000"], "-detpixels/-pixel: 400000x400000 pixels is too large"),
     (["-floatfile", "nodir/x.bin"], "-floatfile: cannot write nodir/x.bin"),
     (["stray"], "unexpected argument 'stray'"),
 ]
