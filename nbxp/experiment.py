@@ -145,7 +145,7 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         n_src, src_flags = len(beam.sources), "-sourcefile"
     else:
         ds = divergence_sampling(beam)
-        n_src, src_flags = ds.hdivsteps * ds.vdivsteps * ds.dispsteps, "-hdivsteps/-vdivsteps/-dispsteps"
+        n_src, src_flags = ds.hdivsteps * ds.vdivsteps * ds.dispsteps, "-divsteps/-hdivsteps/-vdivsteps/-dispsteps"
     check_fits(setup_parts(
         pixels=geom.fpixels * geom.spixels, phisteps=sampling.phisteps, domains=sampling.mosaic_domains,
         sources=n_src, thicksteps=steps_t, oversample=oversample, itemsize=8 if dtype == xp.float64 else 4,

@@ -684,6 +684,9 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         xmin, xmax, ymin, ymax = s.roi
         roi = (0 if xmin < 0 else xmin, fpixels if xmax < 0 else xmax,
                0 if ymin < 0 else ymin, spixels if ymax < 0 else ymax)
+        # limits beyond the detector select the same pixels as its edge (nanoBragg only
+        # compares indices with them); clamped, they stay small integers for the arrays
+        roi = (min(roi[0], fpixels), min(roi[1], fpixels), min(roi[2], spixels), min(roi[3], spixels))
 
     if mask is not None and mask.shape != (spixels, fpixels):
         raise UsageError(f"-mask: {s.maskfile} is {mask.shape[1]}x{mask.shape[0]} pixels but the detector is "

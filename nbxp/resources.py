@@ -38,8 +38,10 @@ class Part:
 
     @property
     def flags(self) -> list[str]:
-        named = [f for f, v in self.factors if v > 1]
-        return named or [f for f, _ in self.factors[:1]]
+        """The flags of the counts that make this part large: those of 1000 or more, else
+        the largest one."""
+        named = [f for f, v in self.factors if v >= 1000]
+        return named or [max(self.factors, key=lambda fv: fv[1])[0]] if self.factors else []
 
 
 def count(n) -> float:

@@ -37,6 +37,15 @@ import numpy as np
 BASE = ["-cell", "50", "60", "70", "80", "90", "100", "-default_F", "10", "-N", "2", "-lambda", "1",
         "-distance", "50", "-detpixels", "6", "-oversample", "1", "-seed", "3"]
 
+#: valid additions to BASE, so mutations also meet mosaic domains, sources, phi steps,
+#: sensor layers, other conventions and both precisions (each still takes milliseconds)
+FEATURES = [["-mosaic", "0.5", "-mosaic_dom", "2"], ["-divergence", "0.2", "-divsteps", "2", "-square_div"],
+            ["-dispersion", "1", "-dispsteps", "2"], ["-phi", "0", "-osc", "1", "-phisteps", "2"],
+            ["-roi", "1", "4", "1", "4"], ["-detector_thick", "100", "-thicksteps", "2"], ["-xds"],
+            ["-twotheta", "5"], ["-round_xtal"], ["-nointerpolate"], ["--dtype", "float32"], ["-curved_det"],
+            ["-oversample_omega", "-oversample_polar"], ["-water", "10"], ["-dmin", "5"], ["-misset", "random"],
+            ["-misset", "10", "20", "30"], ["-polar", "0.9"], ["-gauss_xtal"], ["-nonoise", "-nopgm"]]
+
 #: values no number parser of nbxp's accepts
 MALFORMED = ["abc", "", " ", "1,5", "0x1A", "1e", "e5", "+-1", "1.2.3", "nan", "NaN", "--", "1 2", "½", "1e5e5",
              "12abc", "-", ".", "+", "0b101"]
@@ -155,6 +164,8 @@ def _cmdline_case(rnd: random.Random, numeric, zero) -> Case:
     kind = rnd.choice(["malformed", "extreme", "missing", "missing_mid", "unknown", "truncated", "duplicated",
                        "stray", "swapped", "dup_bad"])
     base = list(BASE)
+    while rnd.random() < 0.4:
+        base += rnd.choice(FEATURES)
     flag, nargs = rnd.choice(numeric)
     good = ["1"] * nargs
     if kind == "malformed":
@@ -184,8 +195,8 @@ def _cmdline_case(rnd: random.Random, numeric, zero) -> Case:
         tok = name[:rnd.randint(2, max(2, len(name) - 1))]
         return Case(kind, base + [tok, "1"], bad=not _flag_like(tok), names=(tok, "1"))
     if kind == "duplicated":
-        i = rnd.randrange(0, len(base) - 1, 2)
-        return Case(kind, base + base[i:i + 2], names=(base[i],))
+        i = rnd.randrange(7, len(BASE) - 1, 2)  # a one-value flag of BASE, after -cell's six
+        return Case(kind, base + BASE[i:i + 2], names=(BASE[i],))
     if kind == "dup_bad":
         vals = ["1"] * nargs
         vals[0] = rnd.choice(MALFORMED)
