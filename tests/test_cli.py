@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import nbxp
+import nbxp.errors
 from nbxp.flags import UsageError, parse_args
 
 BASE = ["-cell", "100", "100", "100", "90", "90", "90", "-default_F", "100", "-N", "5", "-lambda", "6.2",
@@ -213,6 +214,19 @@ BAD = [
     (["-detpixels", "400000"], "-detpixels/-pixel: 400000x400000 pixels is too large"),
     (["-floatfile", "nodir/x.bin"], "-floatfile: cannot write nodir/x.bin"),
     (["stray"], "unexpected argument 'stray'"),
+    # degenerate crystals, refused by the crystal set-up before anything divides by a volume
+    (["-mat", "zero.mat"], "-mat zero.mat: the A matrix is singular"),
+    (["-mat", "flat.mat"], "-mat flat.mat: the A matrix is singular: its reciprocal vectors a*, b*, c* are coplanar"),
+    (["-mat", "huge.mat"], "-mat: huge.mat: number 9 of the A matrix (1e400) is not finite"),
+    (["-cell", "100", "100", "100", "120", "120", "120"], "-cell: the angles 120 120 120 deg give no real cell"),
+    (["-cell", "100", "100", "100", "200", "200", "200"], "-cell: the angle alpha = 200 deg is not below 180"),
+    (["-cell", "0", "100", "100", "90", "90", "90"], "-cell: the cell edge a must be positive"),
+    (["-pixel", "1e-322"], "-pixel: 1e-322 is out of range"),  # positive in mm, 0 in m
+    # counts whose arrays cannot fit: refused before they are allocated
+    (["-phisteps", "99999999999"], "-phisteps/-osc/-phistep: this run needs about"),
+    (["-mosaic", "1", "-mosaic_dom", "100000000"], "-mosaic_domains: this run needs about"),
+    (["-oversample", "99999999"], "-oversample: this run needs about"),
+    (["-divergence", "1", "-divsteps", "10000000"], "-divsteps/-hdivsteps/-vdivsteps/-dispsteps: this run needs"),
 ]
 
 
@@ -221,14 +235,120 @@ def test_bad_input_is_one_line_error_and_writes_nothing(extra, message, tmp_path
     (tmp_path / "bad.hkl").write_text("1 2 3 4\n1 2 x 4\n")
     (tmp_path / "bad.mat").write_text("0.1 0.2 0.3\n0.4 0.5\n")
     (tmp_path / "bad.src").write_text("a b c\n")
+    (tmp_path / "zero.mat").write_text("0 0 0\n0 0 0\n0 0 0\n")
+    (tmp_path / "flat.mat").write_text("0.01 0 0.02\n0 0.01 0\n0 0 0\n")
+    (tmp_path / "huge.mat").write_text("0.01 0 0\n0 0.01 0\n0 0 1e400\n")
     (tmp_path / "floatimage.bin").write_bytes(b"keep")
+    inputs = sorted(os.listdir(tmp_path))
     p = run_nbxp(BASE + extra, tmp_path)
-    assert p.returncode != 0
+    assert p.returncode == 2
     assert "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], p.stderr
+    assert len(lines) == 1 and lines[0].startswith("nbxp: error: ") and message in lines[0], p.stderr
     assert (tmp_path / "floatimage.bin").read_bytes() == b"keep"
-    assert sorted(os.listdir(tmp_path)) == ["bad.hkl", "bad.mat", "bad.src", "floatimage.bin"]
+    assert sorted(os.listdir(tmp_path)) == inputs
+
+
+def test_memory_refusal_is_fast_and_allocates_nothing(tmp_path):
+    import resource
+    # the estimate comes before the arrays: the refused child stays at start-up size
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    p = run_nbxp(BASE + ["-phisteps", "99999999999", "-mosaic", "1", "-mosaic_dom", "100000000"], tmp_path)
+    assert p.returncode == 2 and "-phisteps/-osc/-phistep, -mosaic_domains: this run needs about" in p.stderr
+    assert "GiB available" in p.stderr and os.listdir(tmp_path) == []
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert peak_kib < 1_000_000 or peak_kib == before  # under 1 GB (the arrays would need 10^6 GB)
+
+
+def test_memory_estimate_counts_and_limits():
+    from nbxp.errors import ConfigError
+    from nbxp.resources import check_fits, setup_parts
+    kw = dict(pixels=64, phisteps=10**6, domains=1, sources=1, thicksteps=1, oversample=1, itemsize=8,
+              interpolate=False)
+    parts = setup_parts(**kw)
+    orient = next(p for p in parts if p.what.startswith("orientations"))
+    assert orient.nbytes == 10**6 * (9 * 8 * 3 + 40) + 72  # three float64 copies, the phi list, one domain
+    tiles = parts[-1]
+    threads = int(tiles.what.split(":")[1].split(" x ")[0])
+    assert tiles.nbytes == threads * 40 * 8 * 10**6  # one pixel of 10^6 sub-paths per thread
+    # a large run that fits is let through; the same run with less memory is refused,
+    # naming the flag whose count makes it large
+    need = check_fits(parts, avail=100 * 2**30)
+    assert need == sum(p.nbytes for p in parts)
+    with pytest.raises(ConfigError, match=r"^-phisteps/-osc/-phistep: this run needs about 0\.\d GiB"):
+        check_fits(parts, avail=need / 2)
+    # counts beyond any float stay finite
+    huge = setup_parts(**dict(kw, oversample=10**400))
+    assert all(math.isfinite(p.nbytes) for p in huge)
+
+
+def test_large_feasible_run_shows_its_progress_bar(tmp_path):
+    # 64 x 64 pixels x 100000 phi steps fits in memory but takes minutes: it is not refused,
+    # and on a terminal its progress bar appears (tqdm, after its 2 s delay)
+    import pty
+    import select
+    import signal
+    import time
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: nbxp on the pty's terminal, 100 columns wide (tqdm draws nothing at 0)
+        import fcntl
+        import struct
+        import termios
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        os.chdir(tmp_path)
+        os.execv(sys.executable, [sys.executable, "-m", "nbxp", *BASE, "-detpixels", "64", "-phisteps", "100000",
+                                  "-osc", "1", "--threads", "1", "-nonoise", "-nopgm"])
+    seen, t0 = b"", time.time()
+    try:
+        while time.time() - t0 < 90 and b"px/s" not in seen and b"rendering" not in seen:
+            r, _, _ = select.select([fd], [], [], 1.0)
+            if r:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    assert b"error" not in seen, seen[-500:]
+    assert b"rendering" in seen, seen[-500:]
+
+
+class _Boom(ValueError):
+    pass
+
+
+@pytest.mark.parametrize("exc,rc,start", [
+    (UsageError("-distance: expected a number"), 2, "nbxp: error: -distance: expected a number"),
+    (nbxp.errors.ConfigError("-cell: no cell"), 2, "nbxp: error: -cell: no cell"),
+    (_Boom("a bug"), 70, "nbxp: internal error: _Boom: a bug"),
+    (ZeroDivisionError("float division by zero"), 70, "nbxp: internal error: ZeroDivisionError"),
+])
+def test_user_errors_and_internal_errors_are_told_apart(exc, rc, start, monkeypatch, capsys):
+    import nbxp.cli as cli
+
+    def fail(argv, out=None):
+        raise exc
+    monkeypatch.setattr(cli, "run", fail)
+    monkeypatch.delenv("NBXP_TRACEBACK", raising=False)
+    assert cli.main(BASE) == rc
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(start)
+    if rc == 70:
+        assert "bug in nbxp" in err[0] and "NBXP_TRACEBACK=1" in err[0]
+        monkeypatch.setenv("NBXP_TRACEBACK", "1")
+        assert cli.main(BASE) == rc
+        assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_error_types_share_one_base_and_keep_their_names():
+    from nbxp.errors import NbxpError
+    from nbxp.gpu import BackendError
+    from nbxp.io import InputError
+    for cls in (UsageError, InputError, BackendError, nbxp.errors.ConfigError):
+        assert issubclass(cls, NbxpError) and issubclass(cls, ValueError)
+    assert not issubclass(NbxpError, UsageError)
 
 
 def test_no_structure_factors_is_an_error(tmp_path):
