@@ -273,6 +273,11 @@ def _energy(s, v, flag=None):
     s.wavelength = lam
 
 
+def _detsize(s, v, flag=None):
+    s.detsize_f = s.detsize_s = _si(_positive, 1e-3)(flag, v[0])
+    s.size_flag = flag
+
+
 def _roi(s, v, flag=None):
     s.roi = [_int(flag, x) for x in v[:4]]
 
@@ -395,10 +400,7 @@ FLAGS: list[Flag] = [
          "detector rotation about lab y (deg)", "DEG"),
     Flag(("-detector_rotz",), 1, lambda s, v, flag=None: s.rot.__setitem__(2, _finite(flag, v[0]) / RTD), G_DET,
          "detector rotation about lab z (deg)", "DEG"),
-    Flag(("-detsize",), 1, lambda s, v, flag=None: [setattr(s, k, x) for k, x in (("detsize_f", _si(_positive, 1e-3)(flag, v[0])),
-                                                             ("detsize_s", _si(_positive, 1e-3)(flag, v[0])),
-                                                             ("size_flag", flag))],
-         G_DET, "detector side (mm, default 102.4)", "MM", match=_exact("-detsize")),
+    Flag(("-detsize",), 1, _detsize, G_DET, "detector side (mm, default 102.4)", "MM", match=_exact("-detsize")),
     Flag(("-detsize_f",), 1, _scalar("detsize_f", _positive, 1e-3, size_flag="-detsize_f"), G_DET, "detector fast side (mm)", "MM"),
     Flag(("-detsize_s",), 1, _scalar("detsize_s", _positive, 1e-3, size_flag="-detsize_s"), G_DET, "detector slow side (mm)", "MM"),
     Flag(("-detpixels",), 1, _pixels("fpixels", "spixels"), G_DET, "pixels along each side (overrides -detsize)",
@@ -621,30 +623,36 @@ def _apply_header(s: State, path: str, flag: str, flip_y: bool):
     h, w = data.shape
     s.fpixels, s.spixels = w, h
 
-    def value(key, conv=_finite):
+    def value(key, conv=_finite, si=lambda x: x):
         # header values obey the rules of the flags they stand for (a zero PIXEL_SIZE is as
-        # unusable as -pixel 0); the message names the file and the key
+        # unusable as -pixel 0), in SI units too; the message names the file and the key
         v = header_value(head, key)
-        return None if v is None else conv(f"{flag}: {path}: header {key}", repr(v))
+        if v is None:
+            return None
+        where = f"{flag}: {path}: header {key}"
+        x = si(conv(where, repr(v)))
+        if not math.isfinite(x) or (conv is _positive and not x > 0):
+            raise UsageError(f"{where}: {v!r} is out of range")
+        return x
 
-    v = value("PIXEL_SIZE", _positive)
+    v = value("PIXEL_SIZE", _positive, lambda x: x / 1000.0)
     if v is not None:
-        s.pixel_size = v / 1000.0
+        s.pixel_size = v
     s.detsize_f, s.detsize_s = s.pixel_size * w, s.pixel_size * h
     for key, attr, scale, conv in (("DISTANCE", "distance", 1e-3, _positive),
                                    ("CLOSE_DISTANCE", "close_distance", 1e-3, _positive),
                                    ("WAVELENGTH", "wavelength", 1e-10, _positive), ("ORGX", "ORGX", 1.0, _finite),
                                    ("ORGY", "ORGY", 1.0, _finite), ("PHI", "phi0", 1 / RTD, _finite),
                                    ("OSC_RANGE", "osc", 1 / RTD, _finite)):
-        v = value(key, conv)
+        v = value(key, conv, lambda x: x * scale)
         if v is not None:
-            setattr(s, attr, v * scale)
-    v = value("BEAM_CENTER_X")
+            setattr(s, attr, v)
+    v = value("BEAM_CENTER_X", si=lambda x: x / 1000.0)
     if v is not None:
-        s.Xbeam = v / 1000.0
-    v = value("BEAM_CENTER_Y")
+        s.Xbeam = v
+    v = value("BEAM_CENTER_Y", si=lambda x: x / 1000.0)
     if v is not None:
-        s.Ybeam = (s.detsize_s - v / 1000.0) if flip_y else v / 1000.0
+        s.Ybeam = (s.detsize_s - v) if flip_y else v
     # nanoBragg reads TWOTHETA from headers into a variable it never uses
     return data
 

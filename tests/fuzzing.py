@@ -285,6 +285,9 @@ def _file_case(rnd: random.Random) -> Case:
             "wavelength_neg": (smv_bytes(extra="WAVELENGTH=-1;\n"), True),
             "distance_word": (smv_bytes(extra="DISTANCE=far;\n"), True),
             "1e999": (smv_bytes(extra="BEAM_CENTER_X=1e999;\n"), True),
+            "size_inf": (smv_bytes(extra="SIZE1=1e999;\n"), True),
+            "header_bytes_inf": (smv_bytes(extra="HEADER_BYTES=1e999;\n"), True),
+            "header_bytes_neg": (smv_bytes(extra="HEADER_BYTES=-5;\n"), True),
             "header_bytes": (smv_bytes(head_bytes=1024)[:1050], True),
             "wrong_magic": (b"{\nHEADRR" + good[8:], True),
             "other_size": (smv_bytes(5, 4), which == "-mask"), "big_endian": (
