@@ -329,6 +329,11 @@ def rotation_sampling(cfg: CrystalConfig, notes: list) -> RotationSampling:
             phistep = osc / phisteps
 
     spread = -1.0 if cfg.mosaic_spread is None else cfg.mosaic_spread
+    if not abs(spread) < float(np.finfo(np.float32).max):
+        # nanoBragg's domain generator takes the spread as a float: beyond its range the
+        # rotation angle is infinite and every domain matrix NaN
+        raise ConfigError(f"-mosaic: a spread of {math.degrees(spread):g} deg is beyond the single-precision "
+                          "range of nanoBragg's mosaic-domain generator")
     domains = -1 if cfg.mosaic_domains is None else cfg.mosaic_domains
     if domains <= 0:
         if spread < 0.0:

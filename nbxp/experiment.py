@@ -108,8 +108,9 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     size_max = max(float(xtal.norm(vecs.real[i, :], xp=xp)) * 1e-10 * N[i] for i in range(3))
     recip_pixel = beam.wavelength * geom.distance / geom.pixel_size
     # a vanishing reciprocal pixel (a subnormal distance) asks for unbounded oversampling,
-    # which the memory estimate below refuses
-    recommended = ceil_count(3.0 * size_max / recip_pixel) if recip_pixel > 0 else 2**62
+    # which the memory estimate below refuses (a negative one, a detector behind the
+    # sample, gives 1 as in nanoBragg)
+    recommended = ceil_count(3.0 * size_max / recip_pixel) if recip_pixel != 0 else 2**62
     recommended = max(recommended, 1)
     oversample = cfg.oversample if cfg.oversample is not None and cfg.oversample > 0 else 0
     if oversample <= 0:

@@ -174,9 +174,18 @@ def _cmdline_case(rnd: random.Random, numeric, zero) -> Case:
         # a value starting with '-' ends a list such as -cell's and is reported as itself
         return Case(kind, _with_value(base, flag, vals), bad=True, names=(flag, *(v for v in vals if v[:1] == "-")))
     if kind == "extreme":
-        vals = [rnd.choice(EXTREME) if rnd.random() < 0.7 else "1" for _ in range(nargs)]
+        # (BASE fixes -oversample 1: with nanoBragg's automatic choice a crystal clipped to
+        # the beam, 0.1 mm, asks for 600^2 sub-pixels, a feasible run of minutes)
+        vals = [rnd.choice(EXTREME) if rnd.random() < 0.7 else "0.001" for _ in range(nargs)]
+        argv = _with_value(base, flag, vals)
+        names = [flag, *vals]
+        if rnd.random() < 0.3:  # and a second one
+            flag2, n2 = rnd.choice(numeric)
+            vals2 = [rnd.choice(EXTREME) for _ in range(n2)]
+            argv = _with_value(argv, flag2, vals2)
+            names += [flag2, *vals2]
         # a value such as -inf may read as the next flag: the message may name it instead
-        return Case(kind, _with_value(base, flag, vals), names=(flag, *vals))
+        return Case(kind, argv, names=tuple(names))
     if kind == "missing":
         return Case(kind, base + [flag], bad=True, names=(flag,))
     if kind == "missing_mid":
