@@ -217,3 +217,29 @@ def test_missing_inputs(tmp_path):
     assert r.rc != 0
     assert "-hkl" in r.text
     assert not (tmp_path / "f.bin").exists()
+
+
+#: printed by nanoBragg ("12-5-23", single-threaded) for MISSET_ARGS -misset random
+#: -misset_seed S: the angles are a property of the program, so they are constants here
+MISSET_RANDOM = {5: (142.144470, 55.074207, 35.266329), 12345: (105.720755, -34.951318, -97.823571)}
+MISSET_ARGS = ["-cell", 70, 80, 90, 75, 85, 95, "-default_F", 100, "-N", 3, "-lambda", 1, "-distance", 60,
+               "-detpixels", 32, "-oversample", 1]
+
+
+@at("AT-CLI-010", "-misset random: nanoBragg's orientation for -misset_seed, printed and applied")
+@pytest.mark.parametrize("seed", sorted(MISSET_RANDOM))
+def test_misset_random(tmp_path, seed):
+    import re
+    from conformance._nb import image
+    d = tmp_path / "random"
+    d.mkdir()
+    r = run(MISSET_ARGS + ["-misset", "random", "-misset_seed", seed, "-floatfile", "f.bin", "-nonoise", "-nopgm"], d)
+    m = re.search(r"random orientation misset angles: (\S+) (\S+) (\S+) deg", r.stdout)
+    assert m, "no 'random orientation misset angles' line"
+    angles = tuple(float(x) for x in m.groups())
+    assert angles == pytest.approx(MISSET_RANDOM[seed], abs=1.5e-6)
+    # the printed angles are the ones applied: giving them back gives the same image
+    rand = r.floats("f.bin", 32)
+    again = _img(tmp_path / "given", MISSET_ARGS + ["-misset", *m.groups()], 32)
+    assert rand.max() > 0
+    np.testing.assert_allclose(again, rand, rtol=0, atol=1e-4 * rand.max())

@@ -53,3 +53,32 @@ def test_pix0_vector_has_no_effect(tmp_path):
 def test_pix0_vector_warns(tmp_path):
     r = run(SPOTS + ["-pix0_vector", 0.1, 0.01, -0.02, "-nonoise", "-nopgm"], tmp_path)
     assert "-pix0_vector" in r.text and "no effect" in r.text
+
+
+@at("AT-NBXP-004", "degenerate crystals: one-line error naming the flag or file, no files")
+@pytest.mark.nbxp_only
+@pytest.mark.parametrize("bad,name", [
+    (["-cell", 100, 100, 100, 120, 120, 120], "-cell"),     # angles summing to 360: no volume
+    (["-cell", 100, 100, 100, 200, 200, 200], "-cell"),     # nanoBragg's |...| volume accepts these
+    (["-mat", "zero.mat"], "zero.mat"),                      # singular A matrix
+    (["-mat", "inf.mat"], "inf.mat"),                        # non-finite number
+], ids=["flat", "over-180", "singular-mat", "inf-mat"])
+def test_degenerate_crystal_is_an_error(tmp_path, bad, name):
+    (tmp_path / "zero.mat").write_text("0 0 0\n0 0 0\n0 0 0\n")
+    (tmp_path / "inf.mat").write_text("0.01 0 0\n0 0.01 0\n0 0 1e400\n")
+    r = run(SPOTS[len(CELL):] + bad + ["-floatfile", "f.bin"], tmp_path, ok=False)
+    assert r.rc != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and "Traceback" not in r.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inf.mat", "zero.mat"]
+
+
+@at("AT-NBXP-005", "counts whose arrays cannot fit in memory: refused at once, naming the flag")
+@pytest.mark.nbxp_only
+@pytest.mark.parametrize("bad,name", [(["-phisteps", 99999999999], "-phisteps"),
+                                      (["-mosaic", 1, "-mosaic_dom", 100000000], "-mosaic_domains")])
+def test_run_too_large_is_an_error(tmp_path, bad, name):
+    r = run(SPOTS + bad + ["-floatfile", "f.bin"], tmp_path, ok=False, timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.rc != 0 and len(lines) == 1 and name in lines[0] and "memory" in lines[0]
+    assert list(tmp_path.iterdir()) == []

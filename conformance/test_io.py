@@ -200,3 +200,31 @@ def test_statistics(tmp_path, over):
     assert r.value("mean") == pytest.approx(img.mean(), rel=2e-5)
     assert r.value("rms") == pytest.approx(math.sqrt((img**2).sum() / (n - 1)), rel=2e-5)
     assert r.value("rmsd") == pytest.approx(math.sqrt(((img - img.mean()) ** 2).sum() / (n - 1)), rel=2e-5)
+
+
+def _fdump_unpadded(lims, grid, newline: bool) -> bytes:
+    """The grid without nanoBragg's spare planes (as early versions of nanoBragg's PyTorch
+    port write it), header with or without the newline before the form feed."""
+    h0, h1, k0, k1, l0, l1 = lims
+    core = np.ascontiguousarray(grid[:h1 - h0 + 1, :k1 - k0 + 1, :l1 - l0 + 1])
+    return (" ".join(str(x) for x in lims) + ("\n" if newline else "") + "\f").encode() + core.tobytes()
+
+
+@at("AT-IO-005", "Fdump.bin from another program: no spare planes, no newline; a wrong size is an error")
+@pytest.mark.nbxp_only
+@pytest.mark.parametrize("newline", [True, False], ids=["newline", "no-newline"])
+def test_fdump_other_layouts(tmp_path, newline):
+    rows = [(-2, 0, 1, 50.0), (1, -1, 0, 70.0), (0, 3, -2, 90.0), (0, 0, 0, 120.0)]
+    write_hkl(tmp_path / "F.hkl", rows)
+    args = CELL + ["-N", 3, "-lambda", 1, "-distance", 50, "-detpixels", 32, "-oversample", 1, "-nointerpolate",
+                   "-default_F", 5]
+    first = image(args + ["-hkl", "F.hkl"], tmp_path, 32)
+    lims, grid = _read_fdump(tmp_path / "Fdump.bin")
+    (tmp_path / "F.hkl").unlink()
+    raw = _fdump_unpadded(lims, grid, newline)
+    (tmp_path / "Fdump.bin").write_bytes(raw)
+    np.testing.assert_array_equal(image(args, tmp_path, 32), first)
+    (tmp_path / "Fdump.bin").write_bytes(raw[:-8])  # one value short: fits neither layout
+    r = run(args + ["-floatfile", "g.bin"], tmp_path, ok=False)
+    assert r.rc != 0 and "Fdump.bin" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "g.bin").exists()

@@ -52,12 +52,12 @@ def backend_namespace(xp=None, backend: str | None = None):
     :class:`nbxp.gpu.BackendError`.  Given both, they must agree ('auto' defers to ``xp``)."""
     if backend is None:
         return xp
-    from .gpu import choose_backend, is_cupy, log
+    from .gpu import BackendError, choose_backend, is_cupy, log
     if xp is not None and str(backend).lower() == "auto":
         return xp
     name, why = choose_backend(backend)
     if xp is not None and is_cupy(resolve_namespace(xp)) != (name == "cupy"):
-        raise ValueError(f"backend={backend!r} contradicts xp={getattr(xp, '__name__', xp)!r}")
+        raise BackendError(f"backend={backend!r} contradicts xp={getattr(xp, '__name__', xp)!r}")
     log.info("nbxp backend: %s (%s)", name, why)
     if xp is not None:
         return xp

@@ -22,18 +22,6 @@ def get_parser():
     return _gp()
 
 
-def _check_memory(fpixels: int, spixels: int) -> None:
-    need = fpixels * spixels * (8 + 4 + 2 + 2)  # float64 values, float32 image, SMV image, ROI and mask
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > avail:
-        from .flags import UsageError
-        raise UsageError(f"-detpixels: a {fpixels}x{spixels} detector needs about {need / 2**30:.1f} GiB, "
-                         f"more than the {avail / 2**30:.1f} GiB of free memory")
-
-
 def _writable(path: str, flag: str) -> None:
     from .flags import UsageError
     d = os.path.dirname(os.path.abspath(path)) or "."
@@ -43,7 +31,7 @@ def _writable(path: str, flag: str) -> None:
         raise UsageError(f"{flag}: cannot write {path}: it is a directory")
 
 
-def run(argv: list[str], out=sys.stdout) -> int:
+def run(argv: list[str], out=None) -> int:
     from . import images
     from .api import resolve_namespace
     from .io.fdump import write_fdump
@@ -56,6 +44,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     from .report import summary_lines
     from .stats import image_stats
 
+    out = sys.stdout if out is None else out  # looked up per call, so a redirected stdout is honoured
     parsed = parse_args(argv)
     s, cfg = parsed.state, parsed.config
     outputs = [(s.floatfile, "-floatfile"), (s.intfile, "-intfile")]
@@ -67,7 +56,6 @@ def run(argv: list[str], out=sys.stdout) -> int:
         raise UsageError("-write_hkl: needs structure factors from an MTZ, mmCIF or model (-hkl or -pdb)")
     for path, flag in outputs:
         _writable(path, flag)
-    _check_memory(cfg.detector.fpixels, cfg.detector.spixels)
     if s.trace_pixel is not None:
         from .trace import check_pixel
         check_pixel(cfg, *s.trace_pixel)
@@ -82,17 +70,10 @@ def run(argv: list[str], out=sys.stdout) -> int:
         from .report import structure_factor_lines
         for line in structure_factor_lines(s.sf, s.sf_lines):
             p(line)
-    if s.write_hkl:
-        from .io.hkl import write_hkl
-        h, F = s.sf.listing()
-        p(f"writing {len(F)} P1 structure factors to {s.write_hkl}")
-        write_hkl(s.write_hkl, h, F)
     if s.hklfile or s.pdbfile:
+        # announced where nanoBragg writes it, written with the other outputs: a run that
+        # fails leaves no file behind
         p("writing dump file for next time: Fdump.bin")
-        try:
-            write_fdump("Fdump.bin", cfg.hkl)
-        except OSError as e:
-            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
     elif cfg.hkl is not None:
         p("reading Fs from Fdump.bin")
     for line in summary_lines(exp, cfg, s):
@@ -108,6 +89,10 @@ def run(argv: list[str], out=sys.stdout) -> int:
         p("WARNING: further warnings will not be printed! ")
     img32 = to_host_float32(img)  # the only device-to-host copy of a GPU run
     del img  # a float64 image is the largest array of a run; nothing below needs it
+    bad = int(img32.size - np.count_nonzero(np.isfinite(img32)))
+    if bad:
+        p(f"WARNING: {bad} pixels are infinite or NaN (beyond float32): the intensity scale overflows; "
+          "check -fluence/-flux, -default_F or the -hkl values, -N and -water")
     if s.trace_pixel is not None:
         # computed apart from the engine (host float64, nanoBragg's loop order), so the
         # render above carries no tracing cost
@@ -122,6 +107,16 @@ def run(argv: list[str], out=sys.stdout) -> int:
     box = np.zeros(img32.shape, dtype=bool)
     box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
     p("")
+    if s.write_hkl:
+        from .io.hkl import write_hkl
+        h, F = s.sf.listing()
+        p(f"writing {len(F)} P1 structure factors to {s.write_hkl}")
+        write_hkl(s.write_hkl, h, F)
+    if s.hklfile or s.pdbfile:
+        try:
+            write_fdump("Fdump.bin", cfg.hkl)
+        except OSError as e:
+            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
     p(f"writing {s.floatfile} as {img32.size} 4-byte floats")
     atomic_write(s.floatfile, img32)
     for line in st.lines():
@@ -174,16 +169,29 @@ def header_values(exp) -> dict:
                 phi_deg=exp.sampling.phi0 * rtd, osc_deg=exp.sampling.osc * rtd, twotheta_deg=g.twotheta * rtd)
 
 
+#: exit status of an internal error (a defect in nbxp, not in the input): sysexits' EX_SOFTWARE
+EXIT_INTERNAL = 70
+#: set this environment variable to see the traceback of an internal error
+TRACEBACK_ENV = "NBXP_TRACEBACK"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; exit 0 on success, 2 for bad input (one ``nbxp: error:`` line naming
+    the flag or file), 1 when memory runs out, 130 on Ctrl-C and :data:`EXIT_INTERNAL` for
+    an internal error (any other exception: a defect in nbxp, reported as one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or any(a in ("-h", "--help", "-help") for a in argv):
         get_parser().print_help()
         return 0 if argv else 2
-    from .flags import UsageError
-    from .io import InputError
+    from .errors import NbxpError
+    import warnings
     try:
-        return run(argv)
-    except (UsageError, InputError, ValueError) as e:
+        with warnings.catch_warnings():
+            # NumPy's overflow/invalid-value warnings would print source lines; an image
+            # that overflows is reported by run() in one WARNING line instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return run(argv)
+    except NbxpError as e:
         print(f"nbxp: error: {e}", file=sys.stderr)
         return 2
     except MemoryError:
@@ -192,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nbxp: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 -- anything else is nbxp's fault, not the input's
+        if os.environ.get(TRACEBACK_ENV):
+            import traceback
+            traceback.print_exc()
+        what = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        print(f"nbxp: internal error: {what} -- this is a bug in nbxp, not in your input; please report it "
+              f"with the command line and the traceback ({TRACEBACK_ENV}=1 shows it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

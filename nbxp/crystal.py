@@ -16,6 +16,8 @@ import numpy as np
 
 from . import rng
 from .config import CrystalConfig
+from .errors import ConfigError
+from .resources import ceil_count
 from .vectors import cross, dot, norm, rotate_axis, rotate_xyz
 
 _TINY = np.finfo(float).tiny
@@ -99,12 +101,50 @@ def standard_setting(cell, notes: list) -> tuple[np.ndarray, float, tuple[float,
 
 
 def random_misset(seed: int) -> tuple[float, float, float]:
-    """Misset angles (rad, about x then y then z) of a rotation drawn uniformly from SO(3).
+    """Misset angles (rad, about x then y then z) of nanoBragg's ``-misset random``.
 
-    A uniform unit quaternion (Shoemake 1992) from three of nanoBragg's uniform deviates,
-    seeded like nanoBragg (``-misset_seed``, else the noise seed), decomposed as
-    R = Rz(rz) Ry(ry) Rx(rx).  nanoBragg's own '-misset random' is defective (a 90-radian
-    cap), so no parity is claimed; the angles are printed so a run can be repeated.
+    nanoBragg draws the orientation with its mosaic-domain generator,
+    :func:`nbxp.rng.mosaic_rotation_umat`, asking for a spherical cap of 90 (meant as
+    degrees, "a full sphere", but the generator takes radians), from a fresh ``ran1``
+    stream seeded with ``-seed`` (``-misset_seed`` S is stored as -S, as every nanoBragg
+    seed); then it turns the matrix into the three angles it prints and applies.  The
+    result is a valid rotation but not uniformly distributed over all orientations (use
+    :func:`uniform_misset` for that).  Reproduced exactly, so the same seed gives
+    nanoBragg's printed angles and image.
+    """
+    umat = rng.mosaic_rotation_umat(90.0, rng.Ran1(-int(seed)))
+    return umat_to_misset(umat)
+
+
+def umat_to_misset(umat) -> tuple[float, float, float]:
+    """(rx, ry, rz) (rad) with R = Rz(rz) Ry(ry) Rx(rx) for a rotation matrix ``umat``.
+
+    Follows nanoBragg's conversion step by step so the angles agree to the last bit: each
+    row is normalised twice (its re-orthogonalisation through cross products only replaces
+    a zero row, which a rotation matrix never has), then rx = atan2(R_zy, R_zz),
+    ry = atan2(-R_zx, sqrt(R_zy^2 + R_zz^2)), rz = atan2(R_yx, R_xx); at gimbal lock
+    (|R_zx| = 1) it returns (pi, pi/2, atan2(R_xy, -R_yy)).
+    """
+    rows = [[float(x) for x in r] for r in np.asarray(umat, dtype=float).reshape(3, 3)]
+    if any(not (r[0] * r[0] + r[1] * r[1] + r[2] * r[2]) > 0 for r in rows):
+        raise ValueError("umat_to_misset: a row of the matrix is zero")  # programming error
+    for _ in range(2):
+        for r in rows:
+            m = math.sqrt(r[0] * r[0] + r[1] * r[1] + r[2] * r[2])
+            r[0], r[1], r[2] = r[0] / m, r[1] / m, r[2] / m
+    (uxx, uxy, _), (uyx, uyy, _), (uzx, uzy, uzz) = rows
+    if uzx * uzx < 1.0:
+        return math.atan2(uzy, uzz), math.atan2(-uzx, math.sqrt(uzy * uzy + uzz * uzz)), math.atan2(uyx, uxx)
+    return math.atan2(1, 1) * 4, math.atan2(1, 1) * 2, math.atan2(uxy, -uyy)
+
+
+def uniform_misset(seed: int) -> tuple[float, float, float]:
+    """Misset angles (rad, about x then y then z) of a rotation drawn uniformly from SO(3),
+    for library users who need unbiased random orientations (e.g. a series of still shots;
+    nanoBragg's ``-misset random``, :func:`random_misset`, is not uniform).
+
+    A uniform unit quaternion (Shoemake 1992) from three of nanoBragg's uniform deviates
+    (``Ran1(-seed)``), decomposed as R = Rz(rz) Ry(ry) Rx(rx).
     """
     gen = rng.Ran1(-abs(int(seed)))
     u1, u2, u3 = gen(), gen(), gen()
@@ -116,10 +156,74 @@ def random_misset(seed: int) -> tuple[float, float, float]:
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
     ])
-    ry = -math.asin(max(-1.0, min(1.0, R[2, 0])))
-    rx = math.atan2(R[2, 1], R[2, 2])
-    rz = math.atan2(R[1, 0], R[0, 0])
-    return rx, ry, rz
+    return umat_to_misset(R)
+
+
+#: smallest accepted V / (a b c) of a cell, and |det| / (|a*| |b*| |c*|) of an A matrix: the
+#: sine-like "flatness" of the three edges.  Real cells are above 0.1; below 1e-6 the
+#: reciprocal lengths exceed a million times the edges and the lattice is meaningless.
+MIN_FLATNESS = 1e-6
+
+
+def cell_problem(cell) -> str | None:
+    """Why the ``-cell`` values (a, b, c in any length unit, angles in rad; nanoBragg's
+    defaults fill non-positive entries) give no real unit cell, or None when they do.
+
+    The cell exists when a > 0, every angle lies strictly between 0 and 180 degrees and the
+    metric determinant 1 - cos^2(alpha) - cos^2(beta) - cos^2(gamma) + 2 cos(alpha) cos(beta)
+    cos(gamma) (= (V / abc)^2) is positive; nanoBragg's volume formula takes an absolute value
+    and so accepts impossible angle sets (e.g. three angles of 200 degrees).
+    """
+    vals = list(cell)
+    if not all(math.isfinite(float(x)) for x in vals):
+        return "the cell holds a non-finite value"
+    a, b, c, al, be, ga = cell_with_defaults(vals)
+    if a <= 0:
+        return "the cell edge a must be positive"
+    for name, ang in (("alpha", al), ("beta", be), ("gamma", ga)):
+        if not ang < math.pi:
+            return f"the angle {name} = {math.degrees(ang):g} deg is not below 180 deg"
+    ca, cb, cg = math.cos(al), math.cos(be), math.cos(ga)
+    det = 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
+    if not det > MIN_FLATNESS ** 2:
+        return (f"the angles {math.degrees(al):g} {math.degrees(be):g} {math.degrees(ga):g} deg give no real cell "
+                "(zero volume: each angle must be less than the sum of the other two, and all three less than 360)")
+    return None
+
+
+def amat_problem(amat) -> str | None:
+    """Why a MOSFLM A matrix (3x3, columns a*, b*, c* times the wavelength) gives no lattice,
+    or None: every entry finite, no zero column, and the three vectors not coplanar
+    (|det| >= :data:`MIN_FLATNESS` x the product of their lengths)."""
+    m = np.asarray(amat, dtype=float)
+    if m.shape != (3, 3) or not np.all(np.isfinite(m)):
+        return "the A matrix must be nine finite numbers"
+    lengths = np.sqrt(np.sum(m * m, axis=0))
+    if not np.all(lengths > 0):
+        names = [n for n, v in zip(("a*", "b*", "c*"), lengths) if not v > 0]
+        return f"the A matrix is singular: its {', '.join(names)} column is zero"
+    with np.errstate(all="ignore"):
+        flat = abs(float(np.linalg.det(m / lengths)))
+    if not flat >= MIN_FLATNESS:
+        return "the A matrix is singular: its reciprocal vectors a*, b*, c* are coplanar (the cell has no volume)"
+    return None
+
+
+def check_crystal(cfg: CrystalConfig, *, mat: str = "-mat") -> None:
+    """Raise :class:`~nbxp.errors.ConfigError` naming the flag when the cell or A matrix is
+    degenerate (see :func:`cell_problem`, :func:`amat_problem`); ``mat`` is how the message
+    names the A matrix (e.g. ``"-mat A.mat"``).  The set-up calls this before it divides by
+    any volume, so every caller of the library gets the same refusal."""
+    if cfg.cell is None and cfg.amat is None:
+        raise ConfigError("no crystal: give -cell a b c alpha beta gamma or -mat FILE")
+    if cfg.cell is not None:
+        why = cell_problem(cfg.cell)
+        if why:
+            raise ConfigError(f"-cell: {why}")
+    if cfg.amat is not None:
+        why = amat_problem(cfg.amat)
+        if why:
+            raise ConfigError(f"{mat}: {why}")
 
 
 def cell_vectors(cfg: CrystalConfig, wavelength: float, notes: list, *, xp, misset=None) -> CellVectors:
@@ -131,6 +235,7 @@ def cell_vectors(cfg: CrystalConfig, wavelength: float, notes: list, *, xp, miss
     products (forcing the user's edge lengths when a cell was given), and then the reciprocal
     vectors are regenerated from the real ones.
     """
+    check_crystal(cfg)
     user_cell = cfg.cell is not None
     recip = np.zeros((3, 3))
     if user_cell:
@@ -210,7 +315,7 @@ def rotation_sampling(cfg: CrystalConfig, notes: list) -> RotationSampling:
         elif phistep <= 0.0:
             phisteps, phistep = 2, osc / 2.0
         else:
-            phisteps = math.ceil(osc / phistep)
+            phisteps = ceil_count(osc / phistep)
     else:
         if phisteps == 0:
             phisteps = 1
@@ -224,6 +329,11 @@ def rotation_sampling(cfg: CrystalConfig, notes: list) -> RotationSampling:
             phistep = osc / phisteps
 
     spread = -1.0 if cfg.mosaic_spread is None else cfg.mosaic_spread
+    if not abs(spread) < float(np.finfo(np.float32).max):
+        # nanoBragg's domain generator takes the spread as a float: beyond its range the
+        # rotation angle is infinite and every domain matrix NaN
+        raise ConfigError(f"-mosaic: a spread of {math.degrees(spread):g} deg is beyond the single-precision "
+                          "range of nanoBragg's mosaic-domain generator")
     domains = -1 if cfg.mosaic_domains is None else cfg.mosaic_domains
     if domains <= 0:
         if spread < 0.0:

@@ -156,7 +156,7 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
         evaluated = nz if evaluated is None else evaluated & nz
 
     if exp.F.count == 0:
-        F2 = exp.F.default_F ** 2
+        F2 = exp.F.default_F * exp.F.default_F  # (float ** raises on overflow; * gives inf)
         term = F_latt * F_latt
         if F2 != 1.0:
             term *= F2

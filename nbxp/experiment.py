@@ -16,9 +16,11 @@ import numpy as np
 
 from . import crystal as xtal
 from .config import AVOGADRO, R_E_SQR, SimConfig
+from .errors import ConfigError
 from .geometry import DetectorGeometry, build_detector, convention_axes
 from .physics import StructureFactors
-from .sources import auto_steps, build_sources
+from .resources import ceil_count, check_fits, setup_parts
+from .sources import auto_steps, build_sources, divergence_sampling
 
 WATER_F = 2.57
 WATER_MW = 18.0
@@ -82,7 +84,7 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     notes: list[str] = []
     det, beam, cr = cfg.detector, cfg.beam, cfg.crystal
     if cr.cell is None and cr.amat is None:
-        raise ValueError("the crystal needs a unit cell (-cell) or an A matrix (-mat)")
+        raise ConfigError("the crystal needs a unit cell (-cell) or an A matrix (-mat)")
     axes = convention_axes(det.convention, {
         "beam": beam.beam_vector, "fdet": det.fdet_vector, "sdet": det.sdet_vector,
         "odet": det.odet_vector, "twotheta_axis": det.twotheta_axis,
@@ -105,7 +107,10 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     # oversampling: enough sub-pixels to resolve the crystal's transform across a pixel
     size_max = max(float(xtal.norm(vecs.real[i, :], xp=xp)) * 1e-10 * N[i] for i in range(3))
     recip_pixel = beam.wavelength * geom.distance / geom.pixel_size
-    recommended = math.ceil(3.0 * size_max / recip_pixel)
+    # a vanishing reciprocal pixel (a subnormal distance) asks for unbounded oversampling,
+    # which the memory estimate below refuses (a negative one, a detector behind the
+    # sample, gives 1 as in nanoBragg)
+    recommended = ceil_count(3.0 * size_max / recip_pixel) if recip_pixel != 0 else 2**62
     recommended = max(recommended, 1)
     oversample = cfg.oversample if cfg.oversample is not None and cfg.oversample > 0 else 0
     if oversample <= 0:
@@ -136,14 +141,32 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         notes.append(f"WARNING: setting detector attenuation depth to {mu:g} m")
 
     sampling = xtal.rotation_sampling(cr, notes)
+    # every count is known now: refuse a run that cannot fit before building its arrays
+    if beam.sources is not None:
+        n_src, src_flags = len(beam.sources), "-sourcefile"
+    else:
+        ds = divergence_sampling(beam)
+        n_src, src_flags = ds.hdivsteps * ds.vdivsteps * ds.dispsteps, "-divsteps/-hdivsteps/-vdivsteps/-dispsteps"
+    check_fits(setup_parts(
+        pixels=geom.fpixels * geom.spixels, phisteps=sampling.phisteps, domains=sampling.mosaic_domains,
+        sources=n_src, thicksteps=steps_t, oversample=oversample, itemsize=8 if dtype == xp.float64 else 4,
+        interpolate=interpolate, grid_points=0 if grid is None else grid.F.size, source_flags=src_flags,
+        tile=not getattr(xp, "__name__", "").endswith("cupy")))
     spindle = xp.asarray(spindle_u, dtype=dtype)
     orient = xtal.orientations(vecs.real * 1e-10, spindle, sampling, cr.mosaic_seed, xp=xp, dtype=dtype)
 
     incident, lambdas, table, _ = build_sources(beam, beam_u, polar_u, xp=xp, dtype=dtype)
     n_src = table.shape[0]
+    if n_src == 0:  # nanoBragg would divide by zero sub-paths and write NaN images
+        raise ConfigError("-hdivsteps/-vdivsteps/-divsteps: the divergence grid trimmed to an ellipse keeps no "
+                          "source (give the divergence ranges, more steps, or -square_div)")
     steps = n_src * sampling.mosaic_domains * sampling.phisteps * oversample * oversample
 
-    I_bg = WATER_F ** 2 * R_E_SQR * beam.fluence * cfg.water_size ** 3 * 1e6 * AVOGADRO / WATER_MW
+    try:
+        cube = cfg.water_size ** 3
+    except OverflowError:  # float ** raises where * gives inf; the image then says so
+        cube = math.copysign(math.inf, cfg.water_size)
+    I_bg = WATER_F ** 2 * R_E_SQR * beam.fluence * cube * 1e6 * AVOGADRO / WATER_MW
 
     roi = det.roi if det.roi is not None else (0, geom.fpixels, 0, geom.spixels)
     mask = None

@@ -29,11 +29,12 @@ from typing import Callable, Optional
 
 
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimConfig
+from .errors import NbxpError
 
 RTD = 180.0 / math.pi
 
 
-class UsageError(ValueError):
+class UsageError(NbxpError):
     """A command-line problem; the message names the flag and what was expected."""
 
 
@@ -91,6 +92,19 @@ def _positive(flag: str, v: str) -> float:
     return x
 
 
+def _si(conv, scale=1.0):
+    """``conv`` followed by the conversion to SI units, checked again afterwards: a value
+    that passes in the user's units can leave the useful range in SI (``-pixel 1e-320``
+    underflows to 0 m, ``-energy 1e-310`` gives an infinite wavelength), and every later
+    division relies on the check."""
+    def f(flag: str, v: str) -> float:
+        x = conv(flag, v) * scale if scale != 1.0 else conv(flag, v)
+        if (conv is not _num and not math.isfinite(x)) or (conv is _positive and not x > 0):
+            raise UsageError(f"{flag}: {v} is out of range")
+        return x
+    return f
+
+
 # --------------------------------------------------------------------------- state
 
 @dataclass
@@ -125,6 +139,7 @@ class State:
     detsize_s: float = 0.1024
     fpixels: int = 0
     spixels: int = 0
+    size_flag: str = "-detpixels"  # the flag that last sized the detector, for messages
     curved: bool = False
     pixel_size: float = 1e-4
     point_pixel: bool = False
@@ -208,8 +223,10 @@ def _set(**kw):
 
 
 def _scalar(attr: str, conv=_finite, scale=1.0, **extra):
+    conv_si = _si(conv, scale) if conv in (_finite, _positive) else conv
+
     def act(s, v, flag=None):
-        setattr(s, attr, conv(flag, v[0]) * scale if scale != 1.0 else conv(flag, v[0]))
+        setattr(s, attr, conv_si(flag, v[0]) * scale if conv_si is conv and scale != 1.0 else conv_si(flag, v[0]))
         for k, val in extra.items():
             setattr(s, k, val)
     return act
@@ -246,7 +263,9 @@ def _detector_abs(s, v, flag=None):
     if "inf" in v[0] or _num(flag, v[0]) == 0.0:
         s.thickness, s.mu = 0.0, 0.0
     else:
-        s.mu = 1.0 / (_positive(flag, v[0]) * 1e-6)
+        s.mu = 1.0 / _si(_positive, 1e-6)(flag, v[0])
+        if not math.isfinite(s.mu):
+            raise UsageError(f"{flag}: {v[0]} is out of range")
 
 
 def _pivot(s, v, flag=None):
@@ -256,6 +275,18 @@ def _pivot(s, v, flag=None):
         s.pivot = "BEAM"
     else:
         raise UsageError(f"{flag}: expected 'beam' or 'sample', got {v[0]!r}")
+
+
+def _energy(s, v, flag=None):
+    lam = 12398.42 / _positive(flag, v[0]) * 1e-10
+    if not (math.isfinite(lam) and lam > 0):
+        raise UsageError(f"{flag}: {v[0]} is out of range")
+    s.wavelength = lam
+
+
+def _detsize(s, v, flag=None):
+    s.detsize_f = s.detsize_s = _si(_positive, 1e-3)(flag, v[0])
+    s.size_flag = flag
 
 
 def _roi(s, v, flag=None):
@@ -276,6 +307,7 @@ def _pixels(*which):
             raise UsageError(f"{flag}: expected a positive number of pixels, got {v[0]!r}")
         for w in which:
             setattr(s, w, n)
+        s.size_flag = flag
     return act
 
 
@@ -380,10 +412,9 @@ FLAGS: list[Flag] = [
          "detector rotation about lab y (deg)", "DEG"),
     Flag(("-detector_rotz",), 1, lambda s, v, flag=None: s.rot.__setitem__(2, _finite(flag, v[0]) / RTD), G_DET,
          "detector rotation about lab z (deg)", "DEG"),
-    Flag(("-detsize",), 1, lambda s, v, flag=None: [setattr(s, k, _positive(flag, v[0]) * 1e-3) for k in ("detsize_f", "detsize_s")],
-         G_DET, "detector side (mm, default 102.4)", "MM", match=_exact("-detsize")),
-    Flag(("-detsize_f",), 1, _scalar("detsize_f", _positive, 1e-3), G_DET, "detector fast side (mm)", "MM"),
-    Flag(("-detsize_s",), 1, _scalar("detsize_s", _positive, 1e-3), G_DET, "detector slow side (mm)", "MM"),
+    Flag(("-detsize",), 1, _detsize, G_DET, "detector side (mm, default 102.4)", "MM", match=_exact("-detsize")),
+    Flag(("-detsize_f",), 1, _scalar("detsize_f", _positive, 1e-3, size_flag="-detsize_f"), G_DET, "detector fast side (mm)", "MM"),
+    Flag(("-detsize_s",), 1, _scalar("detsize_s", _positive, 1e-3, size_flag="-detsize_s"), G_DET, "detector slow side (mm)", "MM"),
     Flag(("-detpixels",), 1, _pixels("fpixels", "spixels"), G_DET, "pixels along each side (overrides -detsize)",
          "N", match=_exact("-detpixels")),
     Flag(("-detpixels_f", "-detpixels_x"), 1, _pixels("fpixels"), G_DET, "pixels along the fast axis", "N"),
@@ -404,7 +435,7 @@ FLAGS: list[Flag] = [
          "sub-pixels per pixel side (default: from crystal size and pixel)", "N"),
     Flag(("-roi",), 4, _roi, G_DET, "render only pixels xmin..xmax, ymin..ymax (inclusive)", "XMIN XMAX YMIN YMAX"),
     Flag(("-lambda", "-wave"), 1, _scalar("wavelength", _positive, 1e-10), G_BEAM, "wavelength (A, default 1)", "A"),
-    Flag(("-energy",), 1, lambda s, v, flag=None: setattr(s, "wavelength", 12398.42 / _positive(flag, v[0]) * 1e-10),
+    Flag(("-energy",), 1, _energy,
          G_BEAM, "photon energy (eV), instead of -lambda", "EV"),
     Flag(("-fluence",), 1, _scalar("fluence", _finite), G_BEAM, "photons/m^2 (default 1.25932e29)", "PH/M2"),
     Flag(("-flux",), 1, _scalar("flux", _finite), G_BEAM, "photons/s; with -exposure and -beamsize sets the fluence",
@@ -628,22 +659,37 @@ def _apply_header(s: State, path: str, flag: str, flip_y: bool):
     head, data = read_smv(path, flag)
     h, w = data.shape
     s.fpixels, s.spixels = w, h
-    v = header_value(head, "PIXEL_SIZE")
-    if v is not None:
-        s.pixel_size = v / 1000.0
-    s.detsize_f, s.detsize_s = s.pixel_size * w, s.pixel_size * h
-    for key, attr, scale in (("DISTANCE", "distance", 1e-3), ("CLOSE_DISTANCE", "close_distance", 1e-3),
-                             ("WAVELENGTH", "wavelength", 1e-10), ("ORGX", "ORGX", 1.0), ("ORGY", "ORGY", 1.0),
-                             ("PHI", "phi0", 1 / RTD), ("OSC_RANGE", "osc", 1 / RTD)):
+
+    def value(key, conv=_finite, si=lambda x: x):
+        # header values obey the rules of the flags they stand for (a zero PIXEL_SIZE is as
+        # unusable as -pixel 0), in SI units too; the message names the file and the key
         v = header_value(head, key)
+        if v is None:
+            return None
+        where = f"{flag}: {path}: header {key}"
+        x = si(conv(where, repr(v)))
+        if not math.isfinite(x) or (conv is _positive and not x > 0):
+            raise UsageError(f"{where}: {v!r} is out of range")
+        return x
+
+    v = value("PIXEL_SIZE", _positive, lambda x: x / 1000.0)
+    if v is not None:
+        s.pixel_size = v
+    s.detsize_f, s.detsize_s = s.pixel_size * w, s.pixel_size * h
+    for key, attr, scale, conv in (("DISTANCE", "distance", 1e-3, _positive),
+                                   ("CLOSE_DISTANCE", "close_distance", 1e-3, _positive),
+                                   ("WAVELENGTH", "wavelength", 1e-10, _positive), ("ORGX", "ORGX", 1.0, _finite),
+                                   ("ORGY", "ORGY", 1.0, _finite), ("PHI", "phi0", 1 / RTD, _finite),
+                                   ("OSC_RANGE", "osc", 1 / RTD, _finite)):
+        v = value(key, conv, lambda x: x * scale)
         if v is not None:
-            setattr(s, attr, v * scale)
-    v = header_value(head, "BEAM_CENTER_X")
+            setattr(s, attr, v)
+    v = value("BEAM_CENTER_X", si=lambda x: x / 1000.0)
     if v is not None:
-        s.Xbeam = v / 1000.0
-    v = header_value(head, "BEAM_CENTER_Y")
+        s.Xbeam = v
+    v = value("BEAM_CENTER_Y", si=lambda x: x / 1000.0)
     if v is not None:
-        s.Ybeam = (s.detsize_s - v / 1000.0) if flip_y else v / 1000.0
+        s.Ybeam = (s.detsize_s - v) if flip_y else v
     # nanoBragg reads TWOTHETA from headers into a variable it never uses
     return data
 
@@ -657,12 +703,13 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         s.detsize_f = s.pixel_size * s.fpixels
     if s.spixels:
         s.detsize_s = s.pixel_size * s.spixels
-    fpixels = math.ceil(s.detsize_f / s.pixel_size - 0.5)
-    spixels = math.ceil(s.detsize_s / s.pixel_size - 0.5)
+    from .resources import ceil_count
+    fpixels = ceil_count(s.detsize_f / s.pixel_size - 0.5)
+    spixels = ceil_count(s.detsize_s / s.pixel_size - 0.5)
     if fpixels < 1 or spixels < 1:
-        raise UsageError("-detsize/-detpixels: the detector has no pixels")
+        raise UsageError(f"{s.size_flag}/-pixel: the detector has no pixels")
     if fpixels * spixels > 2**31 - 1:
-        raise UsageError(f"-detpixels: {fpixels}x{spixels} pixels is too large a detector")
+        raise UsageError(f"{s.size_flag}/-pixel: {fpixels}x{spixels} pixels is too large a detector")
 
     fluence = s.fluence
     if s.flux != 0.0 and s.exposure > 0.0 and s.beamsize >= 0:
@@ -681,6 +728,9 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         xmin, xmax, ymin, ymax = s.roi
         roi = (0 if xmin < 0 else xmin, fpixels if xmax < 0 else xmax,
                0 if ymin < 0 else ymin, spixels if ymax < 0 else ymax)
+        # limits beyond the detector select the same pixels as its edge (nanoBragg only
+        # compares indices with them); clamped, they stay small integers for the arrays
+        roi = (min(roi[0], fpixels), min(roi[1], fpixels), min(roi[2], spixels), min(roi[3], spixels))
 
     if mask is not None and mask.shape != (spixels, fpixels):
         raise UsageError(f"-mask: {s.maskfile} is {mask.shape[1]}x{mask.shape[0]} pixels but the detector is "
@@ -704,10 +754,6 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
     if s.cell is not None:
         c = (s.cell + [0.0] * 6)[:6]
         cell = (c[0] * 1e-10, c[1] * 1e-10, c[2] * 1e-10, c[3] / RTD, c[4] / RTD, c[5] / RTD)
-        if c[0] <= 0 and amat is None:
-            raise UsageError("-cell: expected a positive cell edge a (A)")
-    if amat is None and cell is None and s.sf is None and not s.pdbfile:
-        raise UsageError("no crystal: give -cell a b c alpha beta gamma or -mat FILE")
     sources = read_sources(_at(cwd, s.sourcefile)) if s.sourcefile else None
     if s.stolfile and not os.path.isfile(_at(cwd, s.stolfile)):
         raise UsageError(f"-stol: cannot read {s.stolfile}")
@@ -739,6 +785,8 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         mosaic_spread=s.mosaic_spread, mosaic_domains=s.mosaic_domains, mosaic_seed=s.mosaic_seed,
         spindle_axis=v.get("spindle"), phi0=s.phi0, osc=s.osc, phistep=s.phistep, phisteps=s.phisteps,
     )
+    from .crystal import check_crystal
+    check_crystal(xtal, mat=f"-mat {s.matfile}")  # the set-up checks again, naming no file
     seed = s.seed if s.seed is not None else int(time.time())
     return SimConfig(detector=det, beam=beam, crystal=xtal, hkl=grid, default_F=s.default_F, seed=seed,
                      interpolate=s.interpolate, dmin=s.dmin, water_size=s.water_size, oversample=s.oversample,

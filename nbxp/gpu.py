@@ -21,6 +21,7 @@ import numpy as np
 
 from . import kernels
 from .config import R_E_SQR
+from .errors import NbxpError
 from .engine import InterpolationState, rendered_mask
 from .physics import SHAPE_GAUSS, SHAPE_ROUND, SHAPE_SQUARE, SHAPE_TOPHAT, polarization_frame
 
@@ -34,8 +35,8 @@ CHUNK_EVALUATIONS = 1 << 28
 CHUNK_PIXELS = (1 << 18, 1 << 22)
 
 
-class BackendError(ValueError):
-    """The requested backend cannot run here."""
+class BackendError(NbxpError):
+    """The requested backend cannot run here (a user-input error: --backend / backend=)."""
 
 
 def gpu_status() -> tuple[bool, str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import BeamConfig
+from .resources import ceil_count
 from .vectors import rotate_axis
 
 
@@ -41,7 +42,7 @@ def _auto_steps(rng_: float, step: float, steps: int, *, thick_style=False) -> t
             if thick_style:
                 return rng_, rng_ / 2, 2
             return rng_, rng_, 2
-        return rng_, step, math.ceil(rng_ / step)
+        return rng_, step, ceil_count(rng_ / step)
     if rng_ < 0.0:
         if step <= 0.0:
             r = 0.5e-6 if thick_style else 1.0

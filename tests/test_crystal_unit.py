@@ -281,3 +281,63 @@ def test_orientations_mosaic_domains(xp):
             for i in range(3):
                 assert angle(out[p * M + m][i], rotated[i]) <= spread + 1e-9
     assert np.max(np.abs(out[1] - out[0])) > 1e-3 * 50e-10  # a real rotation happened
+
+
+# ---------------------------------------------------------------- degenerate crystals
+
+@pytest.mark.parametrize("cell,why", [
+    ((0.0, 50.0, 50.0, 90.0, 90.0, 90.0), "edge a must be positive"),
+    ((-5.0, 0.0, 0.0, 0.0, 0.0, 0.0), "edge a must be positive"),
+    ((50.0, 50.0, 50.0, 180.0, 90.0, 90.0), "alpha = 180 deg is not below 180"),
+    ((50.0, 50.0, 50.0, 200.0, 200.0, 200.0), "alpha = 200 deg"),  # nanoBragg's |...| accepts these
+    ((50.0, 50.0, 50.0, 120.0, 120.0, 120.0), "give no real cell"),  # sum 360: flat
+    ((50.0, 50.0, 50.0, 30.0, 40.0, 100.0), "give no real cell"),  # gamma > alpha + beta
+    ((50.0, 50.0, math.inf, 90.0, 90.0, 90.0), "non-finite"),
+])
+def test_impossible_cells_are_refused_before_any_division(cell, why):
+    from nbxp.errors import ConfigError, NbxpError
+    cfg = cfg_for(cell)
+    with pytest.raises(ConfigError, match=why) as e:
+        cell_vectors(cfg, 1e-10, [], xp=np)
+    assert isinstance(e.value, NbxpError) and str(e.value).startswith("-cell: ")
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_real_cells_pass_and_the_flatness_is_V_over_abc(name):
+    from nbxp.crystal import MIN_FLATNESS, cell_problem
+    a, b, c, al, be, ga = CELLS[name]
+    assert cell_problem((a, b, c, D(al), D(be), D(ga))) is None
+    assert closed_form_volume(a, b, c, D(al), D(be), D(ga)) / (a * b * c) > 1000 * MIN_FLATNESS
+    # a sliver just above the bound passes, one below it does not: 90, 90, gamma with
+    # V/abc = sin(gamma)
+    assert cell_problem((a, b, c, D(90), D(90), math.pi - 2 * MIN_FLATNESS)) is None
+    assert cell_problem((a, b, c, D(90), D(90), math.pi - 0.5 * MIN_FLATNESS)) is not None
+
+
+@pytest.mark.parametrize("amat,why", [
+    (np.zeros((3, 3)), "column is zero"),
+    (np.array([[0.01, 0.0, 0.02], [0.0, 0.01, 0.0], [0.0, 0.0, 0.0]]), "coplanar"),  # c* = 2 a*
+    (np.array([[0.01, 0, 0], [0, 0.01, 0], [0, 0, np.inf]]), "nine finite numbers"),
+    (np.array([[0.02, 0, 0], [0, 0.0, 0], [0, 0, 0.02]]), "b* column is zero"),
+])
+def test_singular_A_matrices_are_refused(amat, why):
+    from nbxp.errors import ConfigError
+    with pytest.raises(ConfigError, match=why):
+        cell_vectors(CrystalConfig(amat=amat), 1e-10, [], xp=np)
+
+
+def test_a_rotated_A_matrix_passes_and_its_volume_is_the_inverse_determinant():
+    from nbxp.crystal import amat_problem
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))
+    amat = q @ np.diag([1 / 40.0, 1 / 50.0, 1 / 60.0])  # lambda = 1 A
+    assert amat_problem(amat) is None
+    v = cell_vectors(CrystalConfig(amat=amat), 1e-10, [], xp=np)
+    assert v.volume == pytest.approx(40 * 50 * 60, rel=1e-9)
+
+
+def test_the_library_gets_the_same_refusal():
+    import nbxp
+    from nbxp.config import SimConfig
+    from nbxp.errors import NbxpError
+    with pytest.raises(NbxpError, match="A matrix is singular"):
+        nbxp.simulate(SimConfig(crystal=CrystalConfig(amat=np.zeros((3, 3))), default_F=1.0))

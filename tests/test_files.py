@@ -183,6 +183,62 @@ def test_fdump_round_trip(tmp_path):
     assert back.F[1 - (-2), -1 - (-1), 2 - 0] == 3.5 and back.F[0, 0, 0] == 2.0
 
 
+def _fdump_layout(grid, padded: bool, newline: bool) -> bytes:
+    """An Fdump.bin written here from ``grid`` in one of the layouts programs write:
+    nanoBragg's (one spare plane per axis, header ending in newline + form feed), or the
+    unpadded grid of early PyTorch-port files, with or without the newline."""
+    H, K, L = grid.F.shape
+    hi = (grid.h_min + H - 1, grid.k_min + K - 1, grid.l_min + L - 1)
+    head = f"{grid.h_min} {hi[0]} {grid.k_min} {hi[1]} {grid.l_min} {hi[2]}" + ("\n" if newline else "") + "\f"
+    data = np.zeros((H + 1, K + 1, L + 1)) if padded else np.zeros((H, K, L))
+    data[:H, :K, :L] = grid.F
+    return head.encode() + data.tobytes()
+
+
+@pytest.mark.parametrize("padded,newline", [(True, True), (True, False), (False, True), (False, False)],
+                         ids=["nanoBragg", "no-newline", "unpadded", "unpadded-no-newline"])
+def test_fdump_layouts_load_and_give_the_hkl_image(padded, newline, tmp_path):
+    rows = [(h, k, l, 10 + 3 * h - 2 * k + l * l) for h in range(-3, 4) for k in range(-2, 3) for l in range(-4, 2)
+            if (h + k + l) % 3]
+    (tmp_path / "x.hkl").write_text("".join(f"{h} {k} {l} {F}\n" for h, k, l, F in rows))
+    grid = read_hkl(str(tmp_path / "x.hkl"), 5.0)
+    raw = _fdump_layout(grid, padded, newline)
+    if padded and newline:  # that is what nbxp (and nanoBragg) write
+        write_fdump(str(tmp_path / "mine.bin"), grid)
+        assert (tmp_path / "mine.bin").read_bytes() == raw
+    (tmp_path / "layout.bin").write_bytes(raw)
+    back = read_fdump(str(tmp_path / "layout.bin"))
+    np.testing.assert_array_equal(back.F, grid.F)
+    assert (back.h_min, back.k_min, back.l_min) == (grid.h_min, grid.k_min, grid.l_min)
+    args = ["-cell", "30", "35", "40", "90", "90", "90", "-N", "3", "-lambda", "1.5", "-distance", "40",
+            "-detpixels", "32", "-default_F", "5", "-nonoise", "-nopgm", "-noprogress"]
+    d1, d2 = tmp_path / "hkl", tmp_path / "fdump"
+    d1.mkdir()
+    d2.mkdir()
+    shutil.copy(tmp_path / "x.hkl", d1)
+    p1 = run_nbxp(args + ["-hkl", "x.hkl", "-floatfile", "a.bin"], d1)
+    (d2 / "Fdump.bin").write_bytes(raw)
+    p2 = run_nbxp(args + ["-floatfile", "b.bin"], d2)
+    assert p1.returncode == p2.returncode == 0, p2.stderr
+    assert "reading Fs from Fdump.bin" in p2.stdout
+    a = np.fromfile(d1 / "a.bin", np.float32)
+    assert a.max() > 0 and len(np.unique(a)) > 10
+    np.testing.assert_array_equal(a, np.fromfile(d2 / "b.bin", np.float32))
+    assert (d2 / "Fdump.bin").read_bytes() == raw  # read, not rewritten
+
+
+def test_fdump_of_neither_size_names_the_file_and_both_sizes(tmp_path):
+    raw = b"0 1 0 1 0 2\n\f" + bytes(8 * 20)
+    (tmp_path / "Fdump.bin").write_bytes(raw)
+    p = run_nbxp(["-cell", "50", "-detpixels", "8"], tmp_path)
+    assert p.returncode == 2
+    line = p.stderr.strip()
+    assert line.count("\n") == 0 and "Fdump.bin" in line
+    # 2 x 2 x 3 points: nanoBragg's layout 3 x 3 x 4 doubles = 288 bytes, without padding 96
+    assert "160 data bytes" in line and "288 (nanoBragg's" in line and "96 (without)" in line
+    assert os.listdir(tmp_path) == ["Fdump.bin"]
+
+
 # ---------------------------------------------------------------- bad files
 
 def _smv(path, w=8, h=6, extra=""):
@@ -225,7 +281,7 @@ def test_bad_smv_inputs(flag, name, message, tmp_path):
 
 @pytest.mark.parametrize("content,message", [
     (b"garbage", "not an Fdump.bin file"),
-    (b"0 1 0 1 0 1\n\f" + bytes(40), "truncated"),
+    (b"0 1 0 1 0 1\n\f" + bytes(40), "fit neither Fdump layout"),
 ])
 def test_bad_fdump(content, message, tmp_path):
     (tmp_path / "Fdump.bin").write_bytes(content)

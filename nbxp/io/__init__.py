@@ -1,7 +1,10 @@
 """File formats nanoBragg reads and writes, one small module each (host NumPy only)."""
 
 
-class InputError(ValueError):
+from ..errors import NbxpError
+
+
+class InputError(NbxpError):
     """A user-supplied file or value is unusable; the message names it and says why."""
 
 

@@ -8,17 +8,19 @@ starting with ``#`` are skipped (nanoBragg itself rejects comments).
 from __future__ import annotations
 
 import gzip
+import warnings
 
 import numpy as np
 
 from ..config import HKLGrid
+from ..resources import available_memory
 from . import InputError
 
 
 def read_hkl(path: str, default_F: float = 0.0) -> HKLGrid:
     """Read ``path`` into a dense grid; raise :class:`InputError` naming the bad line."""
     a = read_hkl_rows(path)
-    return _grid(a, default_F, len(a))
+    return _grid(a, default_F, len(a), path)
 
 
 def _open_text(path: str):
@@ -34,7 +36,8 @@ def read_hkl_rows(path: str) -> np.ndarray:
     try:
         # fast path: NumPy's C parser; any irregular file goes to the line-by-line reader,
         # which names the offending line
-        with _open_text(path) as fh:
+        with _open_text(path) as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": reported below, in one line
             a = np.loadtxt(fh, usecols=(0, 1, 2, 3), comments="#", ndmin=2, dtype=float)
         if a.shape[0] and np.all(np.isfinite(a)):
             return a
@@ -65,14 +68,21 @@ def read_hkl_rows(path: str) -> np.ndarray:
     return np.array(rows)
 
 
-def _grid(a: np.ndarray, default_F: float, count: int) -> HKLGrid:
+def _grid(a: np.ndarray, default_F: float, count: int, path: str) -> HKLGrid:
     # nanoBragg truncates the indices to integers when it stores them
+    if np.abs(a[:, :3]).max() > 2**40:
+        raise InputError(f"-hkl: {path}: Miller index {np.abs(a[:, :3]).max():g} is too large for a grid")
     idx = np.trunc(a[:, :3]).astype(np.int64)
     lo = idx.min(axis=0)
     hi = idx.max(axis=0)
     shape = tuple(int(x) for x in hi - lo + 1)
-    if np.prod(shape) > 2**31:
-        raise InputError(f"-hkl: the index range {shape} is too large for a grid")
+    points = int(np.prod(shape, dtype=object))
+    # the dense grid, its copy in the engine and the padded Fdump.bin copy: 3 x 8 bytes a point
+    avail = available_memory()
+    if points > 2**31 or (avail is not None and points * 24 > avail):
+        span = ", ".join(f"{n} {int(l)}..{int(h)}" for n, l, h in zip("hkl", lo, hi))
+        raise InputError(f"-hkl: {path}: the index range ({span}) needs a grid of {points:.3g} points "
+                         f"({points * 24 / 2**30:.3g} GiB), too large")
     F = np.full(shape, float(default_F))
     i = idx - lo
     F[i[:, 0], i[:, 1], i[:, 2]] = a[:, 3]

@@ -27,11 +27,13 @@ def read_smv(path: str, flag: str) -> tuple[str, np.ndarray]:
         raise InputError(f"{flag}: {path} does not look like an SMV (ADSC) image")
     head = raw[:512].split(b"\0")[0].decode("latin-1")
     hb = header_value(head, "HEADER_BYTES")
+    if hb is not None and not 0 < hb <= len(raw):  # also refuses 1e999 (inf) before int()
+        raise InputError(f"{flag}: {path} has an unusable HEADER_BYTES={hb:g} ({len(raw)} bytes in the file)")
     hb = 512 if hb is None else int(hb)
     if hb != 512:
         head = raw[:hb].split(b"\0")[0].decode("latin-1")
     w, h = header_value(head, "SIZE1"), header_value(head, "SIZE2")
-    if not w or not h or w < 1 or h < 1:
+    if not w or not h or not 1 <= w < 2**31 or not 1 <= h < 2**31:
         raise InputError(f"{flag}: {path} has no usable SIZE1/SIZE2 in its header")
     w, h = int(w), int(h)
     need = hb + 2 * w * h

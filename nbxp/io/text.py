@@ -22,8 +22,11 @@ def read_matrix(path: str) -> np.ndarray:
             break
         if len(vals) == 9:
             break
-    if len(vals) < 9 or not np.all(np.isfinite(vals)):
+    if len(vals) < 9:
         raise InputError(f"-mat: {path} must start with nine numbers (a 3x3 A matrix), found {len(vals)}")
+    bad = [i for i, v in enumerate(vals) if not np.isfinite(v)]
+    if bad:
+        raise InputError(f"-mat: {path}: number {bad[0] + 1} of the A matrix ({words[bad[0]][:30]}) is not finite")
     return np.array(vals).reshape(3, 3)
 
 
@@ -48,6 +51,15 @@ def read_sources(path: str) -> np.ndarray:
             v = [float(x) for x in w]
         except ValueError:
             raise InputError(f"-sourcefile: {path} line {n}: expected up to five numbers, got {s[:60]!r}") from None
+        # the set-up divides by the wavelength and by |X Y Z|: refuse values it cannot use
+        if not all(np.isfinite(v)):
+            raise InputError(f"-sourcefile: {path} line {n}: non-finite value in {s[:60]!r}")
+        if len(v) >= 3 and v[0] == v[1] == v[2] == 0.0:
+            raise InputError(f"-sourcefile: {path} line {n}: the source position X Y Z is the sample's (0 0 0), "
+                             "which gives no direction")
+        if len(v) == 5 and not v[4] > 0:
+            raise InputError(f"-sourcefile: {path} line {n}: the wavelength (fifth column, m) must be positive, "
+                             f"got {v[4]:g}")
         rows.append(v + [np.nan] * (5 - len(v)))
     if not rows:
         raise InputError(f"-sourcefile: {path} holds no sources")
