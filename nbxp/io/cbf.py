@@ -49,7 +49,7 @@ def unsupported(exp, description=None) -> str | None:
         p = d.detector[0]
         if not is_orthonormal(p):
             why = "fast and slow detector axes that are not perpendicular"
-        elif not along(p.normal, (0.0, 0.0, -1.0)):
+        elif not along(np.abs(p.normal), (0.0, 0.0, 1.0)):
             tt = math.degrees(getattr(exp.geom, "twotheta", 0.0) or 0.0)
             why = ("a detector that is not perpendicular to the beam "
                    + (f"(two-theta {tt:g} deg)" if tt else "(detector rotations or custom vectors)"))
@@ -57,7 +57,8 @@ def unsupported(exp, description=None) -> str | None:
             f = ",".join(f"{v:+.3g}" for v in p.fast_axis)
             s = ",".join(f"{v:+.3g}" for v in p.slow_axis)
             why = (f"fast/slow pixel axes ({f}) / ({s}) in DIALS' frame, where miniCBF readers assume "
-                   f"+x / -y (the {conv} convention or a detector rotation about the beam)")
+                   f"+x / -y, with the spindle along +x (the {conv} convention, a detector rotation "
+                   "about the beam, or a spindle not along the detector's fast axis)")
         elif p.distance <= 0:
             why = "a detector upstream of the sample"
         elif not along(d.goniometer.rotation_axis, (1.0, 0.0, 0.0)):
