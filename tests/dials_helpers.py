@@ -34,7 +34,7 @@ def dials_env(workdir: Path) -> dict:
     """The environment for DIALS commands: the project's PYTHONPATH removed (DIALS runs under
     the system Python) and an empty ``xfel_mono_sim_ext`` module on its path, which Debian's
     cctbx lacks and DIALS' stills indexer imports (its users are pure Python)."""
-    stub = Path(workdir) / "dials_stub"
+    stub = Path(workdir).resolve() / "dials_stub"
     stub.mkdir(parents=True, exist_ok=True)
     (stub / "xfel_mono_sim_ext.py").write_text("# empty stand-in for a compiled module Debian's cctbx lacks\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -121,10 +121,10 @@ def cell_errors(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return (max(abs(pf[i] - pt[i]) / pt[i] for i in range(3)), max(abs(pf[i] - pt[i]) for i in range(3, 6)))
 
 
-def import_find_index(files, workdir: Path, *, unit_cell, stills: bool = False, import_args=(),
+def import_find_index(files, workdir: Path, *, unit_cell, import_args=(),
                       find_args=SPOTFINDER, index_args=FIX_GEOMETRY) -> dict:
     """``dials.import`` + ``dials.find_spots`` + ``dials.index`` (known cell, P1) on ``files``
-    in ``workdir``.  Stills use the stills indexer (each image on its own).  Returns the
+    in ``workdir``, for a rotation scan (stills: :func:`stills_process`).  Returns the
     parsed ``imported`` and ``indexed`` experiment lists (``indexed`` None when indexing
     failed) and the indexing log."""
     workdir = Path(workdir)
@@ -134,8 +134,6 @@ def import_find_index(files, workdir: Path, *, unit_cell, stills: bool = False, 
     run(["dials.find_spots", "imported.expt", *find_args, "output.reflections=strong.refl"], workdir)
     cell = ",".join(f"{v:g}" for v in unit_cell)
     args = ["dials.index", "imported.expt", "strong.refl", f"unit_cell={cell}", "space_group=P1", *index_args]
-    if stills:
-        args += ["stills.indexer=stills", "indexing.method=fft1d", "indexing.multiple_lattice_search.max_lattices=1"]
     proc = subprocess.run(args, cwd=workdir, env=dials_env(workdir), capture_output=True, text=True, timeout=900)
     indexed = load_expt(workdir / "indexed.expt") if (workdir / "indexed.expt").exists() else None
     return {"imported": imported, "indexed": indexed, "index_log": proc.stdout + proc.stderr,
@@ -156,14 +154,14 @@ def image_position(doc: dict, i: int, files) -> int:
     return files.index(str(Path(images[min(k, len(images) - 1)]).resolve()))
 
 
-def stills_process(files, workdir: Path, *, unit_cell, find_args=SPOTFINDER) -> dict:
+def stills_process(files, workdir: Path, *, unit_cell, import_args=(), find_args=SPOTFINDER) -> dict:
     """``dials.import`` then ``dials.stills_process`` (known cell, P1, beam and detector
     fixed, no integration) on a series of still shots.  Returns the parsed ``imported``
     list and ``indexed``: {position in the series: real-space rows} for every shot that
     indexed.  stills_process exits 0 even when nothing indexes, so only its output counts."""
     workdir = Path(workdir)
     files = [str(Path(f).resolve()) for f in files]
-    run(["dials.import", *files, "output.experiments=imported.expt"], workdir)
+    run(["dials.import", *files, *import_args, "output.experiments=imported.expt"], workdir)
     imported = load_expt(workdir / "imported.expt")
     cell = ",".join(f"{v:g}" for v in unit_cell)
     phil = [f"indexing.known_symmetry.unit_cell={cell}", "indexing.known_symmetry.space_group=P1",
