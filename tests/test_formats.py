@@ -332,6 +332,7 @@ def units_everywhere(f):
 
 @pytest.mark.parametrize("extra", [[], ["-detector_thick", "450"], ["-adxv", "-twotheta", "15", "-detector_rotz", "3"],
                                    ["-xds", "-detector_rotx", "4", "-detector_roty", "-2"],
+                                   ["-detector_rotz", "180"], ["-dials", "-twotheta", "180"],
                                    ["-fdet_vector", "0", "0.2", "1", "-sdet_vector", "0", "-1", "0.3"]])
 def test_nexus_rotation_series_round_trip(tmp_path, extra):
     exp = make(extra)
@@ -502,3 +503,14 @@ def test_models_from_float32_experiment_match_float64():
     np.testing.assert_allclose(d32.crystal.real_space, d64.crystal.real_space, atol=1e-12)  # kept in float64
     from nbxp.io.cbf import unsupported
     assert unsupported(make(dtype=np.float32)) is None
+
+
+def test_models_from_any_namespace(xp):
+    # the writers convert what they need to host float64 (NumPy, array-api-strict, CuPy)
+    dt = xp.float64 if hasattr(xp, "float64") else None
+    exp = build_experiment(nbxp.config_from_args(BASE + ["-twotheta", "10"]), xp=xp, dtype=dt)
+    ref = describe(make(["-twotheta", "10"]))
+    d = describe(exp)
+    np.testing.assert_allclose(d.detector[0].origin, ref.detector[0].origin, atol=1e-9)
+    np.testing.assert_allclose(d.detector[0].slow_axis, ref.detector[0].slow_axis, atol=1e-12)
+    np.testing.assert_allclose(d.crystal.real_space, ref.crystal.real_space, atol=1e-9)

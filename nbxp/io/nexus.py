@@ -79,9 +79,7 @@ def _rotation_to_axis_angle(R: np.ndarray) -> tuple[np.ndarray, float]:
         axis = v[:, int(np.argmax(w))]
     else:
         axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    axis = axis / np.linalg.norm(axis)
-    # the sign of a 180-degree axis is free; elsewhere confirm the reconstruction
-    return axis, angle
+    return axis / np.linalg.norm(axis), angle
 
 
 def detector_chain(panel) -> dict:
@@ -95,6 +93,7 @@ def detector_chain(panel) -> dict:
         N = np.cross(F, S)
         Rdet = np.column_stack([F, S, N]) @ np.column_stack([f0, s0, n0]).T
         axis, angle = _rotation_to_axis_angle(Rdet)
+        # place the rest with the rotation as written (the file's own, rounded, numbers)
         Rdet_used = _axis_angle_matrix(axis, angle)
         local = Rdet_used.T @ O
         dist = float(local @ n0)
