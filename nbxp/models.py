@@ -113,9 +113,14 @@ class Panel:
         return _unit(np.cross(self.fast_axis, self.slow_axis))
 
     @property
-    def distance(self) -> float:
-        """dxtbx's panel distance (mm): origin . normal."""
+    def directed_distance(self) -> float:
+        """origin . normal (mm): the plane's signed distance from the sample."""
         return float(np.dot(self.origin, self.normal))
+
+    @property
+    def distance(self) -> float:
+        """dxtbx's panel distance (mm): |origin . normal|."""
+        return abs(self.directed_distance)
 
     def ray_intersection(self, s) -> tuple[float, float]:
         """(fast, slow) mm where the ray from the sample along ``s`` meets the panel plane

@@ -61,7 +61,7 @@ def load_expt(path) -> dict:
 def geometry(doc: dict, i: int = 0) -> dict:
     """Experiment ``i``'s geometry from a parsed ``.expt``: wavelength (A), beam direction
     (sample to source), panel axes/origin (mm), pixel size (mm), image size, distance (mm,
-    origin . normal), beam centre (fast, slow px), rotation axis and scan (None for stills)."""
+    |origin . normal| as dxtbx gives it), beam centre (fast, slow px), rotation axis and scan (None for stills)."""
     e = doc["experiment"][i]
     beam = doc["beam"][e["beam"]]
     panel = doc["detector"][e["detector"]]["panels"][0]
@@ -74,7 +74,7 @@ def geometry(doc: dict, i: int = 0) -> dict:
     bf, bs, _ = np.linalg.solve(D, -o)
     out = {"wavelength": beam["wavelength"], "direction": direction, "fast_axis": f, "slow_axis": s,
            "origin": o, "pixel_size": tuple(panel["pixel_size"]), "image_size": tuple(panel["image_size"]),
-           "distance": float(o @ n), "beam_centre_px": (bf / panel["pixel_size"][0], bs / panel["pixel_size"][1]),
+           "distance": abs(float(o @ n)), "beam_centre_px": (bf / panel["pixel_size"][0], bs / panel["pixel_size"][1]),
            "rotation_axis": None, "scan": None}
     if e.get("goniometer") is not None and doc["goniometer"]:
         out["rotation_axis"] = np.array(doc["goniometer"][e["goniometer"]]["rotation_axis"], dtype=float)

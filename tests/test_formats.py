@@ -514,3 +514,12 @@ def test_models_from_any_namespace(xp):
     np.testing.assert_allclose(d.detector[0].origin, ref.detector[0].origin, atol=1e-9)
     np.testing.assert_allclose(d.detector[0].slow_axis, ref.detector[0].slow_axis, atol=1e-12)
     np.testing.assert_allclose(d.crystal.real_space, ref.crystal.real_space, atol=1e-9)
+
+
+def test_nexus_permissions_follow_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_nexus(tmp_path / "s.nxs", make(), [np.zeros((40, 60), np.int32)])
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "s.nxs").st_mode & 0o777) == 0o644

@@ -59,7 +59,7 @@ def unsupported(exp, description=None) -> str | None:
             why = (f"fast/slow pixel axes ({f}) / ({s}) in DIALS' frame, where miniCBF readers assume "
                    f"+x / -y, with the spindle along +x (the {conv} convention, a detector rotation "
                    "about the beam, or a spindle not along the detector's fast axis)")
-        elif p.distance <= 0:
+        elif p.directed_distance <= 0:
             why = "a detector upstream of the sample"
         elif not along(d.goniometer.rotation_axis, (1.0, 0.0, 0.0)):
             why = "a spindle axis that is not perpendicular to the beam"
