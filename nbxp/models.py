@@ -206,10 +206,15 @@ def describe(exp) -> Description:
     beam = Beam(direction=direction, wavelength=float(exp.wavelength) * 1e10,
                 polarization_normal=normal, polarization_fraction=fraction)
 
+    fast, slow = R @ _unit(fdet), R @ _unit(sdet)
+    if abs(np.dot(fast, slow)) < AXIS_TOLERANCE:
+        # perpendicular up to the engine's rounding (float32 geometry): make it exact, as
+        # dxtbx's panel model demands (it asserts fast . slow < 1e-7)
+        slow = _unit(slow - np.dot(slow, fast) * fast)
     px_mm = float(g.pixel_size) * 1e3
     thick_mm = float(exp.thickness) * 1e3 if exp.thickness and exp.thickness > 0 else 0.0
     mu = float(exp.mu) * 1e-3 if thick_mm > 0 and exp.mu > 0 else 0.0
-    panel = Panel(name="nbxp", fast_axis=R @ _unit(fdet), slow_axis=R @ _unit(sdet),
+    panel = Panel(name="nbxp", fast_axis=fast, slow_axis=slow,
                   origin=R @ pix0 * 1e3, image_size=(int(g.fpixels), int(g.spixels)),
                   pixel_size=(px_mm, px_mm), thickness=thick_mm, mu=mu)
 

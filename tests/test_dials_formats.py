@@ -203,3 +203,44 @@ def test_truth_reads_in_dxtbx(tmp_path):
     np.testing.assert_allclose(got["cell"], exp.cell_params[0], atol=1e-9)
     # dxtbx's A = UB holds the reciprocal vectors as columns
     np.testing.assert_allclose(np.reshape(got["A"], (3, 3)), d.crystal.reciprocal.T, atol=1e-12)
+
+
+#: geometries checked at import only (no simulation: blank frames), CBF where it applies
+IMPORT_CASES = {
+    "mosflm": ([], True), "denzo": (["-denzo"], True), "xds": (["-xds", "-ORGX", "250", "-ORGY", "310"], True),
+    "adxv": (["-adxv"], False), "dials": (["-dials"], False),
+    "rotations": (["-detector_rotx", "3", "-detector_roty", "-2", "-detector_rotz", "4"], False),
+    "twotheta_sample_pivot": (["-twotheta", "25", "-pivot", "sample"], False),
+    "custom": (["-beam_vector", "0", "0", "1", "-fdet_vector", "0.98", "0.2", "0", "-sdet_vector", "0.2", "-0.98", "0",
+                "-spindle_axis", "0", "1", "0", "-distance", "120"], False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPORT_CASES))
+def test_import_geometry(name, tmp_path):
+    from nbxp.io.cbf import unsupported, write_cbf
+    from nbxp.io.expt import write_expt
+    from nbxp.io.nexus import NexusWriter
+    from tests.dials_helpers import run
+    extra, cbf_ok = IMPORT_CASES[name]
+    exp = experiment(SCAN_ARGS + extra + ["-N", "1"])
+    assert (unsupported(exp) is None) == cbf_ok
+    write_expt(str(tmp_path / "truth.expt"), exp, start_angle=math.radians(5), angle_increment=math.radians(0.2),
+               nframes=2)
+    truth = geometry(load_expt(tmp_path / "truth.expt"))
+    blank = np.zeros((500, 600), np.int32)
+    with NexusWriter(str(tmp_path / "s.nxs"), exp, nframes=2, dtype=np.int32, start_angle=math.radians(5),
+                     angle_increment=math.radians(0.2), stills=False, exposure=1.0, saturation=SATURATION) as w:
+        w.write(0, blank)
+        w.write(1, blank)
+    inputs = [("nexus", [tmp_path / "s.nxs"])]
+    if cbf_ok:
+        for i in range(2):
+            write_cbf(str(tmp_path / f"s_{i + 1:03d}.cbf"), blank, exp, start_angle=math.radians(5 + 0.2 * i),
+                      angle_increment=math.radians(0.2), exposure=1.0, saturation=SATURATION)
+        inputs.append(("cbf", [tmp_path / "s_001.cbf", tmp_path / "s_002.cbf"]))
+    for kind, files in inputs:
+        run(["dials.import", *files, f"output.experiments={kind}.expt"], tmp_path)
+        doc = load_expt(tmp_path / f"{kind}.expt")
+        assert len(doc["experiment"]) == 1, kind
+        assert_same_geometry(geometry(doc), truth)

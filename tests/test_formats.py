@@ -333,7 +333,7 @@ def units_everywhere(f):
 @pytest.mark.parametrize("extra", [[], ["-detector_thick", "450"], ["-adxv", "-twotheta", "15", "-detector_rotz", "3"],
                                    ["-xds", "-detector_rotx", "4", "-detector_roty", "-2"],
                                    ["-detector_rotz", "180"], ["-dials", "-twotheta", "180"],
-                                   ["-fdet_vector", "0", "0.2", "1", "-sdet_vector", "0", "-1", "0.3"]])
+                                   ["-fdet_vector", "0", "0.2", "1", "-sdet_vector", "0", "-1", "0.2"]])
 def test_nexus_rotation_series_round_trip(tmp_path, extra):
     exp = make(extra)
     d = describe(exp)
@@ -422,6 +422,13 @@ def test_nexus_refuses_bad_frames(tmp_path):
     with pytest.raises(ValueError, match="curved"):
         NexusWriter(str(tmp_path / "a.nxs"), make(["-curved_det"]), nframes=1, dtype=np.int32, start_angle=0.0,
                     angle_increment=0.0, stills=True, exposure=1.0)
+    skewed = make(["-fdet_vector", "0", "0.2", "1", "-sdet_vector", "0", "-1", "0.3"])
+    with pytest.raises(ValueError, match="perpendicular"):
+        NexusWriter(str(tmp_path / "a.nxs"), skewed, nframes=1, dtype=np.int32, start_angle=0.0,
+                    angle_increment=0.0, stills=True, exposure=1.0)
+    from nbxp.io.expt import write_expt
+    with pytest.raises(ValueError, match="perpendicular"):
+        write_expt(str(tmp_path / "a.expt"), skewed, start_angle=0.0, angle_increment=0.0, nframes=1)
     assert os.listdir(tmp_path) == []
     w = NexusWriter(str(tmp_path / "a.nxs"), exp, nframes=1, dtype=np.int32, start_angle=0.0,
                     angle_increment=0.0, stills=True, exposure=1.0)

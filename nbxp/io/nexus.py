@@ -26,9 +26,8 @@ lengths in mm, angles in degrees, each with its ``units`` attribute)::
 dxtbx places a panel at the cumulative transformation of the chain that
 ``fast_pixel_direction`` depends on, and takes the panel's origin there (the corner of pixel
 (0, 0), as nbxp's ``pix0``; an ``offset`` on the pixel-direction fields would be ignored), so
-the module offset carries the whole in-plane position.  A detector whose fast and slow axes
-are not perpendicular (custom vectors) gets no rotation: its chain is one translation to the
-corner and the directions are written as they are.
+the module offset carries the whole in-plane position.  Fast and slow axes that are not
+perpendicular (custom vectors) are refused: dxtbx's panel model asserts they are.
 
 The file is created under a temporary name beside the target and renamed on
 :meth:`NexusWriter.close`; :meth:`NexusWriter.abort` (or an exception inside ``with``)
@@ -64,6 +63,9 @@ def unsupported(exp, description=None) -> str | None:
     d = description if description is not None else describe(exp)
     if d.curved:
         return "NeXus (.h5/.nxs) as written by nbxp describes flat detectors only, not -curved_det"
+    if not all(is_orthonormal(p) for p in d.detector):
+        return ("NeXus (.h5/.nxs): DIALS' panel model needs perpendicular fast and slow pixel axes; "
+                "-fdet_vector and -sdet_vector are not")
     return None
 
 
@@ -89,22 +91,16 @@ def detector_chain(panel) -> dict:
     M = NEXUS_FROM_DIALS
     F, S, O = M @ panel.fast_axis, M @ panel.slow_axis, M @ panel.origin
     f0, s0, n0 = np.array([-1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, 1.0])
-    if is_orthonormal(panel):
-        N = np.cross(F, S)
-        Rdet = np.column_stack([F, S, N]) @ np.column_stack([f0, s0, n0]).T
-        axis, angle = _rotation_to_axis_angle(Rdet)
-        # place the rest with the rotation as written (the file's own, rounded, numbers)
-        Rdet_used = _axis_angle_matrix(axis, angle)
-        local = Rdet_used.T @ O
-        dist = float(local @ n0)
-        inplane = local - dist * n0
-        fast, slow = Rdet_used.T @ F, Rdet_used.T @ S
-        trans = (n0, dist)
-    else:
-        axis, angle = np.array([0.0, 0.0, 1.0]), 0.0
-        trans = (O / np.linalg.norm(O), float(np.linalg.norm(O)))
-        inplane = np.zeros(3)
-        fast, slow = F, S
+    N = np.cross(F, S)
+    Rdet = np.column_stack([F, S, N]) @ np.column_stack([f0, s0, n0]).T
+    axis, angle = _rotation_to_axis_angle(Rdet)
+    # place the rest with the rotation as written (the file's own, rounded, numbers)
+    Rdet_used = _axis_angle_matrix(axis, angle)
+    local = Rdet_used.T @ O
+    dist = float(local @ n0)
+    inplane = local - dist * n0
+    fast, slow = Rdet_used.T @ F, Rdet_used.T @ S
+    trans = (n0, dist)
     off = float(np.linalg.norm(inplane))
     off_vec = inplane / off if off > 0 else np.array([1.0, 0.0, 0.0])
     return {"rotation": (axis, math.degrees(angle)), "translation": trans,
