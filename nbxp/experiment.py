@@ -65,6 +65,11 @@ class Experiment:
     notes: list = field(default_factory=list)
     xp: object = None
     dtype: object = None
+    # host float64 copies that file formats describe (nbxp.models): the spindle's unit vector
+    # in nbxp's lab frame, and the base real-space cell (A; rows a, b, c; after
+    # -cell/-mat/-misset, before phi), kept in float64 whatever the engine's dtype
+    spindle: object = None
+    real_cell: object = None
 
 
 def auto_interpolate(cfg: SimConfig, notes: list) -> bool:
@@ -183,7 +188,8 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         oversample_thick=cfg.oversample_thick, thicksteps=steps_t, thickstep=step, thickness=thick,
         mu=mu, dmin=cfg.dmin, fluence=beam.fluence, I_bg=I_bg, steps=steps, roi=roi, mask=mask,
         sampling=sampling, wavelength=beam.wavelength, source_table=table, cell_params=cell_params,
-        notes=notes, xp=xp, dtype=dtype,
+        notes=notes, xp=xp, dtype=dtype, spindle=np.asarray(spindle_u, dtype=np.float64),
+        real_cell=np.array([[float(vecs.real[i, j]) for j in range(3)] for i in range(3)]),
     )
 
 

@@ -1,0 +1,246 @@
+"""What was simulated, described as DIALS describes an experiment (dxtbx-like plain models).
+
+This module is the one place where nbxp's laboratory frame (nanoBragg's) is converted to the
+frame DIALS works in; the CBF, NeXus and ``.expt`` writers all describe the experiment through
+:func:`describe`.
+
+**DIALS' frame** (dxtbx's, the imgCIF frame): the beam travels along -z (dxtbx stores the
+*sample-to-source* direction, +z), x lies along the principal goniometer axis, y completes a
+right-handed set.  nanoBragg's frame depends on the convention (MOSFLM: beam along +x,
+spindle +z; XDS: beam +z, spindle +x; custom vectors anything), so no mapping is hard-coded:
+:func:`lab_to_dials` builds the proper rotation from the vectors that were simulated,
+
+    z_D = -beam,   x_D = spindle with its beam component removed, normalised,   y_D = z_D x x_D,
+
+and every vector (detector axes and origin, spindle, polarization, crystal) goes through that
+one rotation.  For the MOSFLM convention it reduces to nanoBragg's own ``DIALS_ORIGIN``
+mapping (x_D, y_D, z_D) = (z, y, -x).  A spindle along the beam (or zero) leaves x_D free;
+the detector's fast axis takes its place.  Rotations are right-handed in both frames (nbxp's
+phi rotation, :func:`nbxp.vectors.rotate_axis`, and dxtbx's goniometer), so the spindle
+keeps its sense: a reversed axis would make DIALS' indexing fail.
+
+**NeXus/NXmx** uses the McStas frame (z along the beam, y up): its vectors are
+``NEXUS_FROM_DIALS @ v`` (dxtbx's ``MCSTAS_TO_IMGCIF``, a 180 degree turn about y).
+
+Units are dxtbx's, since these models are what files hold: lengths in mm, wavelength and cell
+in A, angles in degrees, ``mu`` in 1/mm.  Pixel (0, 0)'s *corner* is the panel origin
+(nbxp's ``pix0``), so beam centres carry no half-pixel shift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: McStas (NeXus) components of a DIALS-frame vector: v_nexus = NEXUS_FROM_DIALS @ v_dials
+NEXUS_FROM_DIALS = np.diag([-1.0, 1.0, -1.0])
+
+#: largest component error (of unit vectors) still counted as "along that axis"
+AXIS_TOLERANCE = 1e-6
+
+
+def host(v) -> np.ndarray:
+    """Host float64 copy of a small array of any array-API namespace (CuPy included)."""
+    a = v
+    if type(a).__module__.startswith("cupy"):
+        a = a.get()
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):  # namespaces NumPy cannot convert directly
+        return np.from_dlpack(a).astype(np.float64)
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else np.zeros(3)
+
+
+def lab_to_dials(beam, spindle, fdet) -> np.ndarray:
+    """The proper rotation R (3x3) with v_dials = R @ v_nbxp, from the beam's propagation
+    direction, the spindle axis and (fallback for x) the detector's fast axis, all in nbxp's
+    lab frame."""
+    z = -_unit(beam)
+    x = None
+    for cand in (spindle, fdet, (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)):
+        c = np.asarray(cand, dtype=np.float64)
+        c = c - np.dot(c, z) * z
+        if np.linalg.norm(c) > 1e-6:
+            x = _unit(c)
+            break
+    y = np.cross(z, x)
+    return np.stack([x, y, z])
+
+
+@dataclass(frozen=True)
+class Beam:
+    """dxtbx's beam: ``direction`` is the unit sample-to-source vector (the beam travels
+    along -direction), ``wavelength`` in A; the polarization plane's normal and the fraction
+    of intensity polarized in that plane (the one holding the electric vector)."""
+
+    direction: np.ndarray
+    wavelength: float
+    polarization_normal: np.ndarray
+    polarization_fraction: float
+
+    @property
+    def s0(self) -> np.ndarray:
+        """Incident wave vector (1/A), -direction / wavelength."""
+        return -self.direction / self.wavelength
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One flat detector panel as dxtbx holds it: unit ``fast_axis``/``slow_axis``,
+    ``origin`` (mm) the corner of pixel (0, 0), ``image_size`` (fast, slow) pixels,
+    ``pixel_size`` (fast, slow) mm, sensor ``thickness`` (mm, 0 for none), ``mu`` (1/mm)."""
+
+    name: str
+    fast_axis: np.ndarray
+    slow_axis: np.ndarray
+    origin: np.ndarray
+    image_size: tuple[int, int]
+    pixel_size: tuple[float, float]
+    thickness: float
+    mu: float
+    material: str = ""
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit normal fast x slow (towards the sample side for dxtbx's standard layout)."""
+        return _unit(np.cross(self.fast_axis, self.slow_axis))
+
+    @property
+    def directed_distance(self) -> float:
+        """origin . normal (mm): the plane's signed distance from the sample."""
+        return float(np.dot(self.origin, self.normal))
+
+    @property
+    def distance(self) -> float:
+        """dxtbx's panel distance (mm): |origin . normal|."""
+        return abs(self.directed_distance)
+
+    def ray_intersection(self, s) -> tuple[float, float]:
+        """(fast, slow) mm where the ray from the sample along ``s`` meets the panel plane
+        (any non-orthogonal fast/slow axes handled exactly)."""
+        D = np.column_stack([self.fast_axis, self.slow_axis, -np.asarray(s, dtype=np.float64)])
+        f, sl, _ = np.linalg.solve(D, -self.origin)
+        return float(f), float(sl)
+
+    def beam_centre_px(self, beam: Beam) -> tuple[float, float]:
+        """Direct-beam position in pixels (fast, slow) from pixel (0, 0)'s corner."""
+        f, s = self.ray_intersection(-beam.direction)
+        return f / self.pixel_size[0], s / self.pixel_size[1]
+
+
+@dataclass(frozen=True)
+class Goniometer:
+    """Single-axis goniometer: right-handed rotation about the unit ``rotation_axis``."""
+
+    rotation_axis: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Images ``image_range`` (1-based, inclusive); image i covers oscillation[0] +
+    (i - first) * oscillation[1] to one width more (degrees); ``exposure_time`` in s."""
+
+    image_range: tuple[int, int]
+    oscillation: tuple[float, float]
+    exposure_time: float
+
+
+@dataclass(frozen=True)
+class Crystal:
+    """Real-space cell vectors (A) as rows a, b, c, and the Hall symbol of the space group."""
+
+    real_space: np.ndarray
+    space_group_hall: str = " P 1"
+
+    @property
+    def reciprocal(self) -> np.ndarray:
+        """Rows a*, b*, c* (1/A): the inverse transpose of the real-space rows."""
+        return np.linalg.inv(self.real_space).T
+
+
+@dataclass
+class Description:
+    """An nbxp experiment in DIALS' frame: beam, detector (a list of panels), goniometer
+    (the spindle), the base crystal (goniometer angle 0), and ``to_dials`` (R with
+    v_dials = R @ v_nbxp).  ``curved`` flags nbxp's curved detector, which no flat-panel
+    model describes (the writers refuse it)."""
+
+    beam: Beam
+    detector: list
+    goniometer: Goniometer
+    crystal: Crystal
+    to_dials: np.ndarray
+    curved: bool = False
+    notes: list = field(default_factory=list)
+
+    def rotated_crystal(self, rotation_nbxp) -> Crystal:
+        """The base crystal after ``rotation_nbxp`` (3x3, nbxp's lab frame, applied to
+        column vectors), as for one still shot."""
+        Q = self.to_dials @ np.asarray(rotation_nbxp, dtype=np.float64) @ self.to_dials.T
+        return Crystal(self.crystal.real_space @ Q.T, self.crystal.space_group_hall)
+
+
+def describe(exp) -> Description:
+    """The :class:`Description` of an :class:`nbxp.experiment.Experiment` (any namespace)."""
+    g = exp.geom
+    beam_nb = host(g.beam)
+    fdet, sdet, pix0 = host(g.fdet), host(g.sdet), host(g.pix0)
+    spindle = exp.spindle if exp.spindle is not None else np.array([0.0, 0.0, 1.0])
+    R = lab_to_dials(beam_nb, spindle, fdet)
+
+    direction = -(R @ _unit(beam_nb))
+    # the electric vector: the polarization axis made perpendicular to the beam
+    e = R @ host(exp.polar_axis)
+    e = e - np.dot(e, direction) * direction
+    normal = _unit(np.cross(direction, e)) if np.linalg.norm(e) > 1e-9 else np.array([0.0, 1.0, 0.0])
+    # nanoBragg's Kahn factor K is the degree of polarization along the polar axis:
+    # I_parallel / (I_parallel + I_perpendicular) = (1 + K) / 2
+    fraction = 0.5 * (1.0 + float(exp.kahn))
+    beam = Beam(direction=direction, wavelength=float(exp.wavelength) * 1e10,
+                polarization_normal=normal, polarization_fraction=fraction)
+
+    fast, slow = R @ _unit(fdet), R @ _unit(sdet)
+    if abs(np.dot(fast, slow)) < AXIS_TOLERANCE:
+        # perpendicular up to the engine's rounding (float32 geometry): make it exact, as
+        # dxtbx's panel model demands (it asserts fast . slow < 1e-7)
+        slow = _unit(slow - np.dot(slow, fast) * fast)
+    px_mm = float(g.pixel_size) * 1e3
+    thick_mm = float(exp.thickness) * 1e3 if exp.thickness and exp.thickness > 0 else 0.0
+    mu = float(exp.mu) * 1e-3 if thick_mm > 0 and exp.mu > 0 else 0.0
+    panel = Panel(name="nbxp", fast_axis=fast, slow_axis=slow,
+                  origin=R @ pix0 * 1e3, image_size=(int(g.fpixels), int(g.spixels)),
+                  pixel_size=(px_mm, px_mm), thickness=thick_mm, mu=mu)
+
+    real = exp.real_cell
+    if real is None:  # an Experiment built elsewhere: invert the reciprocal cell
+        real = np.linalg.inv(host(exp.recip)).T
+    crystal = Crystal(np.asarray(real, dtype=np.float64) @ R.T)
+    gonio = Goniometer(R @ _unit(spindle))
+    return Description(beam=beam, detector=[panel], goniometer=gonio, crystal=crystal,
+                       to_dials=R, curved=bool(g.curved))
+
+
+def make_scan(start_angle: float, angle_increment: float, nframes: int, exposure: float = 1.0) -> Scan:
+    """The scan of ``nframes`` images from ``start_angle`` in steps of ``angle_increment``
+    (both radians; stored in degrees as dxtbx does)."""
+    return Scan(image_range=(1, int(nframes)),
+                oscillation=(math.degrees(start_angle), math.degrees(angle_increment)),
+                exposure_time=float(exposure))
+
+
+def along(v, axis, tol: float = AXIS_TOLERANCE) -> bool:
+    """Whether unit vector ``v`` is ``axis`` to within ``tol`` per component."""
+    return bool(np.all(np.abs(np.asarray(v, dtype=np.float64) - np.asarray(axis, dtype=np.float64)) <= tol))
+
+
+def is_orthonormal(panel: Panel, tol: float = AXIS_TOLERANCE) -> bool:
+    """Whether the panel's fast and slow axes are perpendicular unit vectors."""
+    f, s = panel.fast_axis, panel.slow_axis
+    return abs(np.dot(f, s)) <= tol and abs(np.linalg.norm(f) - 1) <= tol and abs(np.linalg.norm(s) - 1) <= tol
