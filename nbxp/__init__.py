@@ -7,7 +7,8 @@
 
 from .api import config_from_args, simulate
 from .config import BeamConfig, CrystalConfig, DetectorConfig, HKLGrid, SimConfig
+from .series import Frame, Series, prepare_series, simulate_series
 
 __version__ = "0.1.0"
-__all__ = ["simulate", "config_from_args", "SimConfig", "DetectorConfig", "BeamConfig", "CrystalConfig",
+__all__ = ["simulate", "simulate_series", "prepare_series", "Series", "Frame", "config_from_args", "SimConfig", "DetectorConfig", "BeamConfig", "CrystalConfig",
            "HKLGrid", "__version__"]

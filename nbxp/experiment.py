@@ -63,6 +63,11 @@ class Experiment:
     notes: list = field(default_factory=list)
     xp: object = None
     dtype: object = None
+    # the crystal before any phi or mosaic rotation, and the spindle: a series re-orients
+    # the crystal per frame from these (nbxp.series)
+    cell_real: object = None  # (3, 3) cell vectors a, b, c (m), after -cell/-mat/-misset
+    spindle_unit: object = None  # (3,) unit spindle axis
+    mosaic_umats: object = None  # host (domains, 3, 3) mosaic rotations, or None without a spread
 
 
 def auto_interpolate(cfg: SimConfig, notes: list) -> bool:
@@ -137,7 +142,9 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
 
     sampling = xtal.rotation_sampling(cr, notes)
     spindle = xp.asarray(spindle_u, dtype=dtype)
-    orient = xtal.orientations(vecs.real * 1e-10, spindle, sampling, cr.mosaic_seed, xp=xp, dtype=dtype)
+    umats = xtal.mosaic_matrices(sampling, cr.mosaic_seed) if sampling.mosaic_spread > 0.0 else None
+    orient = xtal.orientations(vecs.real * 1e-10, spindle, sampling, cr.mosaic_seed, xp=xp, dtype=dtype,
+                               umats=umats)
 
     incident, lambdas, table, _ = build_sources(beam, beam_u, polar_u, xp=xp, dtype=dtype)
     n_src = table.shape[0]
@@ -160,5 +167,5 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         oversample_thick=cfg.oversample_thick, thicksteps=steps_t, thickstep=step, thickness=thick,
         mu=mu, dmin=cfg.dmin, fluence=beam.fluence, I_bg=I_bg, steps=steps, roi=roi, mask=mask,
         sampling=sampling, wavelength=beam.wavelength, source_table=table, cell_params=cell_params,
-        notes=notes, xp=xp, dtype=dtype,
+        notes=notes, xp=xp, dtype=dtype, cell_real=vecs.real * 1e-10, spindle_unit=spindle, mosaic_umats=umats,
     )
