@@ -1,0 +1,137 @@
+"""DIALS, the real client, reads and processes a rotation scan made by the nbxp command.
+
+Skipped where ``dials.import`` is not on PATH (``apt-get install dials`` provides it, see the
+README); about a minute on two busy cores.  DIALS runs as commands under the system Python,
+and ``/usr/bin/python3`` (with dxtbx) reads its ``.expt`` files back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nbxp
+from nbxp.series import spindle_rotation
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("dials.import") is None, reason="DIALS is not installed")]
+
+CELL = (50.0, 60.0, 70.0, 90.0, 90.0, 90.0)
+# a small, realistic scan: 20 frames of 0.5 degree, 512x512 pixels of 0.1 mm at 100 mm, a few
+# hundred spots per frame; -misset so no axis is special
+ARGS = ["-cell", *map(str, CELL), "-misset", "10", "20", "30", "-default_F", "100", "-N", "10", "-lambda", "1",
+        "-distance", "100", "-detpixels", "512", "-pixel", "0.1", "-osc", "0.5", "-phisteps", "5", "-seed", "1"]
+NFRAMES = 20
+
+DUMP = r"""
+import json, sys
+from dxtbx.model.experiment_list import ExperimentListFactory
+e = ExperimentListFactory.from_json_file(sys.argv[1], check_format=False)
+out = []
+for x in e:
+    d, b = x.detector[0], x.beam
+    r = dict(distance=d.get_distance(), pixel=list(d.get_pixel_size()), size=list(d.get_image_size()),
+             centre=list(d.get_beam_centre_px(b.get_s0())), wavelength=b.get_wavelength(),
+             s0=list(b.get_s0()), fast=list(d.get_fast_axis()), slow=list(d.get_slow_axis()),
+             sweeps=len(e.imagesets()))
+    if x.goniometer is not None:
+        r["axis"] = list(x.goniometer.get_rotation_axis())
+    if x.scan is not None:
+        r["range"] = list(x.scan.get_image_range()); r["osc"] = list(x.scan.get_oscillation())
+    if x.crystal is not None:
+        c = x.crystal
+        r["cell"] = list(c.get_unit_cell().parameters())
+        r["real"] = [list(v) for v in c.get_real_space_vectors()]
+    out.append(r)
+print(json.dumps(out))
+"""
+
+
+def dials(cmd, cwd, *args):
+    p = subprocess.run([cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, (cmd, p.stdout[-2000:], p.stderr[-2000:])
+    return p.stdout
+
+
+def read_expt(path):
+    p = subprocess.run(["/usr/bin/python3", "-c", DUMP, str(path)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def lab_to_dials(exp, d):
+    """The rotation M taking nbxp's lab frame to DIALS': it maps nbxp's fast, slow and beam
+    directions onto those dxtbx reports."""
+    g = exp.geom
+    N = np.column_stack([np.asarray(g.fdet, float), np.asarray(g.sdet, float), np.asarray(g.beam, float)])
+    s0 = np.asarray(d["s0"]) / np.linalg.norm(d["s0"])
+    D = np.column_stack([d["fast"], d["slow"], s0])
+    return D @ np.linalg.inv(N)
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dials_scan")
+    p = subprocess.run([sys.executable, "-m", "nbxp", *ARGS, "--frames", str(NFRAMES), "-noprogress", "-nopgm",
+                        "-floatfile", "float_##.bin", "-intfile", "int_##.img", "-noisefile", "scan_#####.img"],
+                       cwd=d, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    series = nbxp.prepare_series(nbxp.config_from_args(ARGS), frames=NFRAMES)
+    return d, series
+
+
+def test_dials_imports_one_sweep_with_the_geometry(scan):
+    d, series = scan
+    dials("dials.import", d, *[f"scan_{i:05d}.img" for i in range(1, NFRAMES + 1)])
+    [x] = read_expt(d / "imported.expt")
+    g, exp = series.exp.geom, series.exp
+    assert x["sweeps"] == 1
+    assert x["distance"] == pytest.approx(g.distance * 1e3, abs=1e-6)
+    assert x["pixel"] == pytest.approx([g.pixel_size * 1e3] * 2)
+    assert x["size"] == [g.fpixels, g.spixels]
+    assert x["wavelength"] == pytest.approx(exp.wavelength * 1e10)
+    # the direct beam: the SMV reader's convention is half a pixel off nbxp's (../shared/notes/dials.md)
+    want = (g.Fbeam / g.pixel_size, g.Sbeam / g.pixel_size)
+    assert abs(x["centre"][0] - want[0]) <= 0.5 + 1e-9 and abs(x["centre"][1] - want[1]) <= 0.5 + 1e-9
+    M = lab_to_dials(exp, x)
+    np.testing.assert_allclose(M @ M.T, np.eye(3), atol=1e-9)  # the frames really are related by a rotation
+    np.testing.assert_allclose(x["axis"], M @ np.asarray(exp.spindle_unit, float), atol=1e-9)
+    assert x["range"] == [1, NFRAMES]
+    assert x["osc"] == pytest.approx([math.degrees(series.phi0), math.degrees(series.osc)])
+
+
+def test_dials_indexes_the_cell_and_orientation(scan):
+    d, series = scan
+    g, exp = series.exp.geom, series.exp
+    # the exact beam centre (the SMV reader's is half a pixel off); geometry fixed in refinement:
+    # it is known exactly, the cell and orientation come from the spots
+    dials("dials.import", d, *[f"scan_{i:05d}.img" for i in range(1, NFRAMES + 1)],
+          f"fast_slow_beam_centre={g.Fbeam / g.pixel_size:.6f},{g.Sbeam / g.pixel_size:.6f}",
+          "output.experiments=centred.expt")
+    dials("dials.find_spots", d, "centred.expt", "nproc=2", "spotfinder.filter.min_spot_size=2")
+    dials("dials.index", d, "centred.expt", "strong.refl", "unit_cell=" + ",".join(map(str, CELL)), "space_group=P1",
+          "refinement.parameterisation.detector.fix=all", "refinement.parameterisation.beam.fix=all")
+    [x] = read_expt(d / "indexed.expt")
+    for got, want in zip(x["cell"][:3], CELL[:3]):
+        assert abs(got / want - 1) <= 1e-3, x["cell"]
+    for got, want in zip(x["cell"][3:], CELL[3:]):
+        assert abs(got - want) <= 0.1, x["cell"]
+    # orientation: nbxp's cell vectors at phi 0, in DIALS' frame, against the indexed ones (in P1
+    # an indexer may flip the signs of two axes).  nanoBragg's phi sub-steps sit at the start
+    # of their sub-intervals (phi_i + k*osc/phisteps), so the spots' centroids lie half a
+    # sub-step before the frame centres DIALS assumes: the indexed crystal is the true one
+    # turned by -phistep/2 (0.05 degrees here), which the second check resolves.
+    M = lab_to_dials(exp, x)
+    real = np.asarray(exp.cell_real, float) * 1e10
+    half_step = spindle_rotation(np.asarray(exp.spindle_unit, float), -exp.sampling.phistep / 2)
+    for R, tol in ((np.eye(3), 0.1), (half_step, 0.03)):
+        ours = (M @ R @ real.T).T
+        for v, w in zip(ours, np.asarray(x["real"])):
+            c = abs(v @ w) / np.linalg.norm(v) / np.linalg.norm(w)
+            assert math.degrees(math.acos(min(c, 1.0))) <= tol, (v, w, tol)
