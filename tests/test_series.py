@@ -263,3 +263,12 @@ def test_series_on_cupy():
     for g, c in zip(gpu, cpu):
         assert type(g.image).__module__.startswith("cupy")
         assert_exact(to_numpy(g.image).astype(np.float64), np.asarray(c.image, np.float64))
+
+
+def test_series_in_every_namespace(xp):
+    """The per-frame orientations are array-API code: the same frames on every namespace."""
+    for kw, extra in ((dict(frames=2), MOSAIC), (dict(stills=2, orientation_seed=1), ["-mosaic", "0.3"])):
+        cfg = cfg_of(*extra)
+        ref = [np.asarray(f.image) for f in nbxp.simulate_series(cfg, xp=np, **kw)]
+        for f, r in zip(nbxp.simulate_series(cfg, xp=xp, **kw), ref):
+            assert_exact(to_numpy(f.image).astype(np.float64), r)
