@@ -181,10 +181,12 @@ def _host(a) -> np.ndarray:
     return np.asarray(np.from_dlpack(a) if hasattr(a, "__dlpack__") else a)
 
 
-def check_request(config: SimConfig, frames: int | None, stills: int | None) -> None:
+def check_request(config: SimConfig, frames: int | None, stills: int | None, orientation_seed=None) -> None:
     """Refuse a series that cannot be made, naming the flag (before anything is built)."""
     if (frames is None) == (stills is None):
         raise SeriesError("give one of --frames N (rotation scan) or --stills N (still shots)")
+    if frames is not None and orientation_seed is not None:
+        raise SeriesError("--orientation-seed: only still shots (--stills) have random orientations")
     flag, n = ("--frames", frames) if frames is not None else ("--stills", stills)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise SeriesError(f"{flag}: expected a positive number of frames, got {n!r}")
@@ -204,7 +206,7 @@ def prepare_series(config: SimConfig, *, frames: int | None = None, stills: int 
     shots, uniformly random orientations from ``orientation_seed`` (default: the noise
     seed).  ``xp``/``dtype``/``backend`` as in :func:`nbxp.simulate`."""
     from .api import backend_namespace, resolve_dtype, resolve_namespace
-    check_request(config, frames, stills)
+    check_request(config, frames, stills, orientation_seed)
     ns = resolve_namespace(backend_namespace(xp, backend))
     exp = build_experiment(config, xp=ns, dtype=resolve_dtype(ns, dtype))
     seed = int(config.seed)

@@ -83,6 +83,7 @@ def test_formats_that_cannot_hold_the_image(kind, name, msg):
     (["--stills", "-1"], "--stills: expected a positive number of frames"),
     (["--stills", "2", "--orientation-seed", "-4"], "--orientation-seed: expected a non-negative"),
     (["--frames", "3"], "-osc"),
+    (["--frames", "3", "-osc", "1", "--orientation-seed", "2"], "--orientation-seed: only still shots"),
     (["--stills", "3", "-osc", "1"], "--stills and -osc"),
     (["--frames", "2", "--stills", "2", "-osc", "1"], "--frames and --stills"),
     (["--truth", "t.expt"], "--truth: needs --frames"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import pytest
 import nbxp
 from nbxp import series as ser
 from nbxp.crystal import uniform_rotation
+from nbxp.gpu import usable_gpu
 
 from .helpers import to_numpy
 from .kernel_helpers import assert_exact, cpu_module  # noqa: F401  (fixture)
@@ -254,9 +254,9 @@ def test_series_on_the_kernel_path(cpu_module):  # noqa: F811
             assert_exact(to_numpy(k).astype(np.float64), np.asarray(s.frame(i).image, np.float64))
 
 
-@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no GPU")
+@pytest.mark.skipif(not usable_gpu(), reason="no usable GPU (CuPy and a CUDA device)")
 def test_series_on_cupy():
-    cp = pytest.importorskip("cupy")
+    import cupy as cp
     cfg = cfg_of(*MOSAIC)
     gpu = list(nbxp.simulate_series(cfg, frames=3, xp=cp))
     cpu = list(nbxp.simulate_series(cfg, frames=3, xp=np))
