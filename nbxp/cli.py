@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from .io.smv import header_values  # noqa: F401  (the SMV header's geometry; used below and by scripts)
+
 
 def get_parser():
     """The argparse description of nbxp's flags (used for -h and the man page)."""
@@ -23,12 +25,8 @@ def get_parser():
 
 
 def _writable(path: str, flag: str) -> None:
-    from .flags import UsageError
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(d) or not os.access(d, os.W_OK):
-        raise UsageError(f"{flag}: cannot write {path}: directory {d} is not writable")
-    if os.path.isdir(path):
-        raise UsageError(f"{flag}: cannot write {path}: it is a directory")
+    from .io.dataset import check_writable
+    check_writable(path, flag)
 
 
 def run(argv: list[str], out=None) -> int:
@@ -47,6 +45,8 @@ def run(argv: list[str], out=None) -> int:
     out = sys.stdout if out is None else out  # looked up per call, so a redirected stdout is honoured
     parsed = parse_args(argv)
     s, cfg = parsed.state, parsed.config
+    if s.frames is not None or s.stills is not None or s.truth is not None:
+        return run_series(parsed, out)
     outputs = [(s.floatfile, "-floatfile"), (s.intfile, "-intfile")]
     outputs += [(s.pgmfile, "-pgmfile")] if s.write_pgm else []
     outputs += [(s.noisefile, "-noisefile")] if s.calculate_noise else []
@@ -137,6 +137,101 @@ def run(argv: list[str], out=None) -> int:
         p(f"writing {s.noisefile} as 2-byte integers")
         write_smv(s.noisefile, noisy, header)
     return 0
+
+
+def run_series(parsed, out=sys.stdout) -> int:
+    """--frames/--stills: the series is :func:`nbxp.series.prepare_series`'s, the files
+    :class:`nbxp.io.dataset.SeriesWriter`'s; this prints and drives them."""
+    from .flags import UsageError
+    from .gpu import choose_backend
+    from .io import dataset
+    from .io.fdump import write_fdump
+    from .api import resolve_namespace
+    from .report import summary_lines
+    from .series import prepare_series
+
+    s, cfg = parsed.state, parsed.config
+    if s.frames is None and s.stills is None:
+        raise UsageError("--truth: needs --frames N or --stills N (--frames 1 for one image)")
+    if s.frames is not None and s.stills is not None:
+        raise UsageError("--frames and --stills: a series is either a rotation scan or still shots")
+    n = s.frames if s.frames is not None else s.stills
+    requests = [("-floatfile", dataset.FLOAT, s.floatfile), ("-intfile", dataset.INT, s.intfile)]
+    requests += [("-pgmfile", dataset.PGM, s.pgmfile)] if s.write_pgm else []
+    requests += [("-noisefile", dataset.NOISE, s.noisefile)] if s.calculate_noise else []
+    inputs = [s.hklfile, s.matfile, s.imgfile, s.maskfile, s.sourcefile, s.stolfile, "Fdump.bin"]
+    outputs = dataset.plan(requests, n, inputs, s.truth)
+    _check_memory(cfg.detector.fpixels, cfg.detector.spixels)
+    backend, why = choose_backend(s.backend)
+    xp = resolve_namespace(__import__("cupy") if backend == "cupy" else np)
+    series = prepare_series(cfg, frames=s.frames, stills=s.stills, orientation_seed=s.orientation_seed, xp=xp,
+                            dtype=getattr(xp, s.dtype))
+    dataset.check_geometry(outputs, series.exp)
+    if s.truth is not None:
+        try:
+            from .io import expt  # noqa: F401
+        except ImportError as e:
+            raise UsageError(f"--truth: writing {s.truth} needs nbxp.io.expt ({e})") from None
+
+    p = lambda line: print(line, file=out)  # noqa: E731
+    for w in s.warnings:
+        p(w)
+    if s.hklfile:
+        p("writing dump file for next time: Fdump.bin")
+        try:
+            write_fdump("Fdump.bin", cfg.hkl)
+        except OSError as e:
+            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
+    elif cfg.hkl is not None:
+        p("reading Fs from Fdump.bin")
+    for line in summary_lines(series.exp, cfg, s):
+        p(line)
+    p(f"nbxp backend: {backend} ({why})")
+    rtd = 180.0 / math.pi
+    if series.kind == "rotation":
+        p(f"rotation scan: {n} frames of {series.osc * rtd:g} degrees from phi {series.phi0 * rtd:g} "
+          f"({series.exp.sampling.phisteps} phi steps each)")
+    else:
+        p(f"still shots: {n}, random orientations from orientation seed {series.orientation_seed}")
+    p(f"noise seed of frame i (from 0): {series.seed} + i")
+    for o in outputs:
+        p(f"{o.flag}: {o.format}, " + (f"one file per frame: {o.template}" if o.per_frame else f"one file: {o.template}")
+          + (f" (no '#' in {o.given}: _##### added; # = frame number from 1)" if o.added else ""))
+    out.flush()
+    tile = {} if s.tile_mb is None else {"tile_bytes": int(s.tile_mb * 2**20)}
+    with dataset.SeriesWriter(series, outputs, scale=s.intfile_scale, pgm_scale=s.pgm_scale, adc=s.adc,
+                              adc_given=s.adc_given) as writer, frame_bar(n, s.progress) as bar:
+        say = p if bar is None else (lambda line: bar.write(line, file=out))
+        for frame in series.frames(threads=s.threads, **tile):
+            rep = writer.write(frame)
+            line = (f"frame {frame.index + 1}/{n}: phi {frame.phi * rtd:g} deg, max_I {rep.stats.max_I:g}, "
+                    f"noise seed {frame.seed}")
+            if rep.photons is not None:
+                line += f", {rep.photons:.0f} photons ({rep.overloads} overloads)"
+            say(line + (": " + " ".join(rep.files) if rep.files else ""))
+            if frame.interpolation is not None and frame.interpolation.trigger is not None:
+                say(f"WARNING: frame {frame.index + 1}: out of range for three point interpolation; "
+                    "nearest-neighbour F from there on")
+            if bar is not None:
+                bar.update(1)
+    for o in outputs:
+        if not o.per_frame:
+            p(f"wrote {o.template} ({n} frames)")
+    if s.truth is not None:
+        dataset.write_truth(s.truth, series)
+        p(f"wrote the ground truth to {s.truth}")
+    return 0
+
+
+@contextlib.contextmanager
+def frame_bar(total: int, wanted: bool):
+    """One tqdm bar over the frames of a series (stderr, only on a terminal)."""
+    if not wanted or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+    with tqdm(total=total, unit="frame", file=sys.stderr, leave=False, desc="series") as bar:
+        yield bar
 
 
 @contextlib.contextmanager

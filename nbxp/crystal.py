@@ -100,6 +100,22 @@ def standard_setting(cell, notes: list) -> tuple[np.ndarray, float, tuple[float,
     return recip, V, (a, b, c)
 
 
+def uniform_rotation(u1: float, u2: float, u3: float) -> np.ndarray:
+    """The rotation matrix (3, 3) of the unit quaternion Shoemake's method makes of three
+    independent uniform deviates in [0, 1) ("Uniform random rotations", Graphics Gems III,
+    1992): (w, x, y, z) = (sqrt(1-u1) sin 2pi u2, sqrt(1-u1) cos 2pi u2, sqrt(u1) sin 2pi u3,
+    sqrt(u1) cos 2pi u3) is uniform on the unit 3-sphere, so the rotation is uniform
+    (Haar-distributed) over SO(3)."""
+    a, b = math.sqrt(1 - u1), math.sqrt(u1)
+    w, x = a * math.sin(2 * math.pi * u2), a * math.cos(2 * math.pi * u2)
+    y, z = b * math.sin(2 * math.pi * u3), b * math.cos(2 * math.pi * u3)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
 def random_misset(seed: int) -> tuple[float, float, float]:
     """Misset angles (rad, about x then y then z) of nanoBragg's ``-misset random``.
 
@@ -147,16 +163,7 @@ def uniform_misset(seed: int) -> tuple[float, float, float]:
     (``Ran1(-seed)``), decomposed as R = Rz(rz) Ry(ry) Rx(rx).
     """
     gen = rng.Ran1(-abs(int(seed)))
-    u1, u2, u3 = gen(), gen(), gen()
-    a, b = math.sqrt(1 - u1), math.sqrt(u1)
-    w, x = a * math.sin(2 * math.pi * u2), a * math.cos(2 * math.pi * u2)
-    y, z = b * math.sin(2 * math.pi * u3), b * math.cos(2 * math.pi * u3)
-    R = np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-    return umat_to_misset(R)
+    return umat_to_misset(uniform_rotation(gen(), gen(), gen()))
 
 
 #: smallest accepted V / (a b c) of a cell, and |det| / (|a*| |b*| |c*|) of an A matrix: the
@@ -352,21 +359,33 @@ def rotation_sampling(cfg: CrystalConfig, notes: list) -> RotationSampling:
     return RotationSampling(cfg.phi0, phistep, phisteps, osc, spread, domains)
 
 
-def orientations(real_m, spindle, sampling: RotationSampling, seed: int, *, xp, dtype):
+def orientations(real_m, spindle, sampling: RotationSampling, seed: int, *, xp, dtype, extra=None, umats=None):
     """Cell vectors (m) for every (phi step, mosaic domain), shape (phisteps*domains, 3, 3).
 
     Rows are a, b, c; the flattened order is phi-major then domain, nanoBragg's loop order.
     Each phi step rotates the unrotated cell afresh about the spindle axis; the mosaic
-    rotation is applied after it.
+    rotation is applied after it.  ``extra``: a (3, 3) lab-frame rotation applied after the
+    phi rotation and before the mosaic one (a still shot's orientation, :mod:`nbxp.series`);
+    ``umats``: the mosaic matrices of :func:`mosaic_matrices` when already drawn (a series
+    draws them once).
     """
     phis = xp.asarray(sampling.phis, dtype=dtype)  # (P,)
     v = xp.asarray(real_m, dtype=dtype)  # (3, 3)
     rotated = rotate_axis(v[None, :, :], spindle, phis[:, None], xp=xp)  # (P, 3, 3)
+    if extra is not None:
+        # rows are vectors: v' = R v  ->  rows @ R^T
+        rotated = xp.matmul(rotated, xp.permute_dims(xp.asarray(extra, dtype=dtype), (1, 0))[None, :, :])
     if sampling.mosaic_spread > 0.0:
-        U = xp.asarray(rng.mosaic_domains(sampling.mosaic_spread, sampling.mosaic_domains, -seed), dtype=dtype)
+        U = xp.asarray(mosaic_matrices(sampling, seed) if umats is None else umats, dtype=dtype)
         # a_m = U_m a_p  ->  rows: (P,1,3,3) @ (1,M,3,3)^T
         rotated = xp.matmul(rotated[:, None, :, :], xp.permute_dims(U, (0, 2, 1))[None, :, :, :])
         rotated = xp.reshape(rotated, (-1, 3, 3))
     else:
         rotated = xp.reshape(xp.broadcast_to(rotated[:, None, :, :], (rotated.shape[0], sampling.mosaic_domains, 3, 3)), (-1, 3, 3))
     return rotated
+
+
+def mosaic_matrices(sampling: RotationSampling, seed: int) -> np.ndarray:
+    """The mosaic-domain rotations (host float64, (domains, 3, 3)) nanoBragg draws from
+    ``-mosaic_seed`` ``seed`` for ``sampling``'s spread."""
+    return rng.mosaic_domains(sampling.mosaic_spread, sampling.mosaic_domains, -seed)

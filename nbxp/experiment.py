@@ -70,6 +70,11 @@ class Experiment:
     # -cell/-mat/-misset, before phi), kept in float64 whatever the engine's dtype
     spindle: object = None
     real_cell: object = None
+    # the crystal before any phi or mosaic rotation, and the spindle: a series re-orients
+    # the crystal per frame from these (nbxp.series)
+    cell_real: object = None  # (3, 3) cell vectors a, b, c (m), after -cell/-mat/-misset
+    spindle_unit: object = None  # (3,) unit spindle axis
+    mosaic_umats: object = None  # host (domains, 3, 3) mosaic rotations, or None without a spread
 
 
 def auto_interpolate(cfg: SimConfig, notes: list) -> bool:
@@ -158,7 +163,9 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         interpolate=interpolate, grid_points=0 if grid is None else grid.F.size, source_flags=src_flags,
         tile=not getattr(xp, "__name__", "").endswith("cupy")))
     spindle = xp.asarray(spindle_u, dtype=dtype)
-    orient = xtal.orientations(vecs.real * 1e-10, spindle, sampling, cr.mosaic_seed, xp=xp, dtype=dtype)
+    umats = xtal.mosaic_matrices(sampling, cr.mosaic_seed) if sampling.mosaic_spread > 0.0 else None
+    orient = xtal.orientations(vecs.real * 1e-10, spindle, sampling, cr.mosaic_seed, xp=xp, dtype=dtype,
+                               umats=umats)
 
     incident, lambdas, table, _ = build_sources(beam, beam_u, polar_u, xp=xp, dtype=dtype)
     n_src = table.shape[0]
@@ -190,6 +197,7 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         sampling=sampling, wavelength=beam.wavelength, source_table=table, cell_params=cell_params,
         notes=notes, xp=xp, dtype=dtype, spindle=np.asarray(spindle_u, dtype=np.float64),
         real_cell=np.array([[float(vecs.real[i, j]) for j in range(3)] for i in range(3)]),
+        cell_real=vecs.real * 1e-10, spindle_unit=spindle, mosaic_umats=umats,
     )
 
 

@@ -213,6 +213,11 @@ class State:
     backend: str = "auto"
     tile_mb: Optional[float] = None
     warnings: list = field(default_factory=list)
+    adc_given: bool = False  # -adc on the command line (CBF/NeXus counts carry no offset otherwise)
+    frames: Optional[int] = None  # --frames: rotation scan
+    stills: Optional[int] = None  # --stills: still shots
+    orientation_seed: Optional[int] = None
+    truth: Optional[str] = None
 
 
 def _set(**kw):
@@ -463,7 +468,7 @@ FLAGS: list[Flag] = [
          G_BEAM, "divergence steps in both directions", "N"),
     Flag(("-round_div",), 0, _set(round_div=True), G_BEAM, "trim the divergence grid to an ellipse (default)"),
     Flag(("-square_div",), 0, _set(round_div=False), G_BEAM, "keep the full divergence grid"),
-    Flag(("-adc",), 1, _scalar("adc", _finite), G_OUT, "offset added to SMV pixels (default 40)", "ADU"),
+    Flag(("-adc",), 1, _scalar("adc", _finite, adc_given=True), G_OUT, "offset added to SMV pixels (default 40)", "ADU"),
     Flag(("-phi",), 1, _scalar("phi0", _finite, 1 / RTD), G_XTAL, "starting spindle angle (deg, default 0)", "DEG",
          match=_exact("-phi")),
     Flag(("-osc",), 1, _scalar("osc", _finite, 1 / RTD), G_XTAL, "oscillation range (deg)", "DEG"),
@@ -567,6 +572,22 @@ def _tile_mb(s, v, flag=None):
     s.tile_mb = _positive(flag, v[0])
 
 
+def _count(attr):
+    def act(s, v, flag=None):
+        n = _int(flag, v[0])
+        if n < 1:
+            raise UsageError(f"{flag}: expected a positive number of frames, got {v[0]!r}")
+        setattr(s, attr, n)
+    return act
+
+
+def _orientation_seed(s, v, flag=None):
+    n = _int(flag, v[0])
+    if n < 0:
+        raise UsageError(f"{flag}: expected a non-negative integer, got {v[0]!r}")
+    s.orientation_seed = n
+
+
 #: nbxp's own options (double dash, matched exactly; nanoBragg has none of these)
 NBXP_FLAGS: list[Flag] = [
     Flag(("--threads",), 1, _threads, "nbxp", "worker threads for the CPU engine (default: all cores)", "N",
@@ -581,6 +602,21 @@ NBXP_FLAGS: list[Flag] = [
          "memory for one tile's temporaries in the CPU engine, MiB (default 20); one tile per "
          "thread is in flight, so the engine's working memory is about threads x this whatever "
          "the detector size", "MB", match=_exact("--tile-mb")),
+    Flag(("--frames",), 1, _count("frames"), "nbxp",
+         "rotation scan of N frames: frame i (from 0) covers -phi + i*osc to -phi + (i+1)*osc with the same "
+         "-phisteps (the image of a single run at that -phi); outputs are named per frame (see --stills)", "N",
+         match=_exact("--frames")),
+    Flag(("--stills",), 1, _count("stills"), "nbxp",
+         "N still shots (no oscillation), each in a uniformly random orientation on top of -cell/-mat/-misset/-phi. "
+         "Series outputs: .img/.smv SMV, .bin float, .cbf miniCBF per frame, .h5/.nxs one NeXus file; a run of # "
+         "in a per-frame name is the frame number (1-based), else _##### is added before the extension; "
+         "frame i's noise seed is -seed + i", "N", match=_exact("--stills")),
+    Flag(("--orientation-seed",), 1, _orientation_seed, "nbxp",
+         "seed of the still shots' random orientations (default: the noise seed)", "S",
+         match=_exact("--orientation-seed")),
+    Flag(("--truth",), 1, _file("truth"), "nbxp",
+         "write what was simulated as a DIALS experiment list (.expt) for comparison with processing results",
+         "FILE", match=_exact("--truth")),
 ]
 
 _ALL_NAMES = sorted({n for f in FLAGS + NBXP_FLAGS for n in f.names})

@@ -2,7 +2,11 @@
 """Time nbxp (each backend and precision) against a nanoBragg binary on a fixed set of simulations.
 
     python scripts/benchmark.py [--c-bin PATH] [--repeats 3] [--threads N] [--only a,b]
-                                [--json out.json] [--markdown out.md]
+                                [--json out.json] [--markdown out.md] [--series N]
+
+``--series 100 --only series`` times the dataset row alone: ``nbxp --frames 100`` of 512x512
+frames in one command against 100 nanoBragg runs of the same frames (``-phi`` per frame),
+both writing the float and the SMV image of every frame (result in ``*_series.json``).
 
 nbxp runs on NumPy (``--backend numpy``) in float64 and float32, and, where a usable GPU is
 present, also on CuPy (``nbxp-cupy`` rows).  Runs alternate between programs (so drifts in
@@ -58,6 +62,10 @@ CASES = {
                        "-detector_abs 300 -detector_thick 200 -thicksteps 4 -polar 0.9 -lambda 1 -distance 100 "
                        "-detpixels 512",
 }
+#: the dataset row: a rotation scan of 512x512 frames (the DIALS test's crystal), as one
+#: ``nbxp --frames`` command against one nanoBragg run per frame (``-phi phi0 + i*osc``)
+SERIES = ("-cell 50 60 70 90 90 90 -misset 10 20 30 -default_F 100 -N 10 -lambda 1 -distance 100 "
+          "-detpixels 512 -pixel 0.1 -osc 0.5 -phisteps 5")
 TIME = shutil.which("time") or "/usr/bin/time"
 COMMON = ["-nonoise", "-nopgm", "-noprogress", "-floatfile", "float.bin", "-intfile", "int.img"]
 
@@ -111,6 +119,37 @@ def warm_times(options: list[str], args: list[str], repeats: int, env: dict) -> 
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def series_row(c_bin: str | None, frames: int, threads: int, env: dict) -> dict:
+    """One ``nbxp --frames`` command against ``frames`` nanoBragg runs of the same frames, both
+    writing the float and the SMV image of every frame: wall times, throughput (frames/s) and
+    the correlation of the middle frame's float images."""
+    args = SERIES.split()
+    osc = float(args[args.index("-osc") + 1])
+    out = {"case": f"series_{frames}x512", "frames": frames, "threads": threads}
+    mid = frames // 2
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, "-m", "nbxp", *args, "--frames", str(frames), "--backend", "numpy", "--threads",
+               str(threads), "-nonoise", "-nopgm", "-noprogress", "-floatfile", "f_###.bin", "-intfile", "i_###.img"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=d, env=env, check=True, stdout=subprocess.DEVNULL)
+        out["nbxp_s"] = round(time.perf_counter() - t0, 2)
+        ours = np.fromfile(Path(d) / f"f_{mid + 1:03d}.bin", np.float32).astype(np.float64)
+    out["nbxp_frames_per_s"] = round(frames / out["nbxp_s"], 3)
+    if c_bin:
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            for i in range(frames):
+                subprocess.run([c_bin, *args, "-phi", repr(i * osc), "-nonoise", "-nopgm", "-floatfile", f"f_{i}.bin",
+                                "-intfile", f"i_{i}.img"], cwd=d, env=env, check=True, stdout=subprocess.DEVNULL)
+            out["nanoBragg_s"] = round(time.perf_counter() - t0, 2)
+            theirs = np.fromfile(Path(d) / f"f_{mid}.bin", np.float32).astype(np.float64)
+        out["nanoBragg_frames_per_s"] = round(frames / out["nanoBragg_s"], 3)
+        out["throughput_ratio"] = round(out["nanoBragg_s"] / out["nbxp_s"], 2)
+        out["corr_mid_frame"] = _corr(ours, theirs)
+        out["maxrel_mid_frame"] = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-300))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--c-bin", help="nanoBragg binary to compare with")
@@ -119,6 +158,9 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated case names")
     ap.add_argument("--json", default="benchmark.json")
     ap.add_argument("--markdown", default="benchmark.md")
+    ap.add_argument("--series", type=int, default=0, metavar="N",
+                    help="also time a rotation scan of N 512x512 frames (one nbxp --frames command against N "
+                         "nanoBragg runs); with --only series, that row alone")
     a = ap.parse_args()
     threads = a.threads or len(os.sched_getaffinity(0))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -134,6 +176,12 @@ def main() -> int:
             programs[f"nbxp-cupy {dt}"] = [sys.executable, "-m", "nbxp", "--backend", "cupy", "--dtype", dt]
     names = [n for n in CASES if not a.only or n in a.only.split(",")]
     results = []
+    if a.series:
+        row = series_row(a.c_bin, a.series, threads, env)
+        print(json.dumps(row), flush=True)
+        Path(a.json).with_name(Path(a.json).stem + "_series.json").write_text(json.dumps(row, indent=1))
+        if a.only == "series":
+            return 0
     for name in names:
         args = CASES[name].split()
         runs = {p: [] for p in programs}

@@ -96,6 +96,22 @@ def nanobragg_header(h: dict) -> bytes:
     return raw.ljust(512, b" ") if len(raw) < 512 else raw
 
 
+def header_values(exp, phi: float | None = None, osc: float | None = None) -> dict:
+    """The geometry an SMV header records, in nanoBragg's header units; ``phi``/``osc``
+    (rad): a series frame's start angle and width instead of the experiment's."""
+    import math
+    g = exp.geom
+    rtd = 180.0 / math.pi
+    phi = exp.sampling.phi0 if phi is None else phi
+    osc = exp.sampling.osc if osc is None else osc
+    return dict(fpixels=g.fpixels, spixels=g.spixels, pixel_mm=g.pixel_size * 1000.0,
+                distance_mm=g.distance * 1000.0, wavelength_A=exp.wavelength * 1e10,
+                Xbeam_mm=g.Xbeam * 1000.0, Ybeam_mm=g.Ybeam * 1000.0, Fbeam_mm=g.Fbeam * 1000.0,
+                Sbeam_mm=g.Sbeam * 1000.0, detsize_s_mm=g.detsize_s * 1000.0, dials_origin=g.dials_origin,
+                ORGX=g.ORGX, ORGY=g.ORGY, close_distance_mm=g.close_distance * 1000.0,
+                phi_deg=phi * rtd, osc_deg=osc * rtd, twotheta_deg=g.twotheta * rtd)
+
+
 def write_smv(path: str, data: np.ndarray, header: bytes) -> None:
     """``header`` followed by ``data`` as native-order unsigned shorts, fast-major."""
     atomic_write(path, [header, np.ascontiguousarray(data, dtype=np.uint16)])
