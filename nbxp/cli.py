@@ -32,7 +32,6 @@ def _writable(path: str, flag: str) -> None:
 def run(argv: list[str], out=None) -> int:
     from . import images
     from .api import resolve_namespace
-    from .io.fdump import write_fdump
     from .io.pgm import write_pgm
     from .io import atomic_write
     from .io.smv import nanobragg_header, write_smv
@@ -50,10 +49,7 @@ def run(argv: list[str], out=None) -> int:
     outputs = [(s.floatfile, "-floatfile"), (s.intfile, "-intfile")]
     outputs += [(s.pgmfile, "-pgmfile")] if s.write_pgm else []
     outputs += [(s.noisefile, "-noisefile")] if s.calculate_noise else []
-    outputs += [(s.write_hkl, "-write_hkl")] if s.write_hkl else []
-    if s.write_hkl and s.sf is None:
-        from .flags import UsageError
-        raise UsageError("-write_hkl: needs structure factors from an MTZ, mmCIF or model (-hkl or -pdb)")
+    _check_write_hkl(s)
     for path, flag in outputs:
         _writable(path, flag)
     if s.trace_pixel is not None:
@@ -66,16 +62,7 @@ def run(argv: list[str], out=None) -> int:
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:
         p(w)
-    if s.sf is not None:
-        from .report import structure_factor_lines
-        for line in structure_factor_lines(s.sf, s.sf_lines):
-            p(line)
-    if s.hklfile or s.pdbfile:
-        # announced where nanoBragg writes it, written with the other outputs: a run that
-        # fails leaves no file behind
-        p("writing dump file for next time: Fdump.bin")
-    elif cfg.hkl is not None:
-        p("reading Fs from Fdump.bin")
+    _announce_structure_factors(s, cfg, p)
     for line in summary_lines(exp, cfg, s):
         p(line)
     p(f"nbxp backend: {backend} ({why})")
@@ -107,16 +94,7 @@ def run(argv: list[str], out=None) -> int:
     box = np.zeros(img32.shape, dtype=bool)
     box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
     p("")
-    if s.write_hkl:
-        from .io.hkl import write_hkl
-        h, F = s.sf.listing()
-        p(f"writing {len(F)} P1 structure factors to {s.write_hkl}")
-        write_hkl(s.write_hkl, h, F)
-    if s.hklfile or s.pdbfile:
-        try:
-            write_fdump("Fdump.bin", cfg.hkl)
-        except OSError as e:
-            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
+    _write_structure_factors(s, cfg, p)
     p(f"writing {s.floatfile} as {img32.size} 4-byte floats")
     atomic_write(s.floatfile, img32)
     for line in st.lines():
@@ -145,7 +123,6 @@ def run_series(parsed, out=sys.stdout) -> int:
     from .flags import UsageError
     from .gpu import choose_backend
     from .io import dataset
-    from .io.fdump import write_fdump
     from .api import resolve_namespace
     from .report import summary_lines
     from .series import prepare_series
@@ -159,31 +136,24 @@ def run_series(parsed, out=sys.stdout) -> int:
     requests = [("-floatfile", dataset.FLOAT, s.floatfile), ("-intfile", dataset.INT, s.intfile)]
     requests += [("-pgmfile", dataset.PGM, s.pgmfile)] if s.write_pgm else []
     requests += [("-noisefile", dataset.NOISE, s.noisefile)] if s.calculate_noise else []
-    inputs = [s.hklfile, s.matfile, s.imgfile, s.maskfile, s.sourcefile, s.stolfile, "Fdump.bin"]
+    inputs = [s.hklfile, s.pdbfile, s.matfile, s.imgfile, s.maskfile, s.sourcefile, s.stolfile, "Fdump.bin"]
     outputs = dataset.plan(requests, n, inputs, s.truth)
-    _check_memory(cfg.detector.fpixels, cfg.detector.spixels)
+    _check_write_hkl(s)
     backend, why = choose_backend(s.backend)
     xp = resolve_namespace(__import__("cupy") if backend == "cupy" else np)
     series = prepare_series(cfg, frames=s.frames, stills=s.stills, orientation_seed=s.orientation_seed, xp=xp,
                             dtype=getattr(xp, s.dtype))
     dataset.check_geometry(outputs, series.exp)
     if s.truth is not None:
-        try:
-            from .io import expt  # noqa: F401
-        except ImportError as e:
-            raise UsageError(f"--truth: writing {s.truth} needs nbxp.io.expt ({e})") from None
+        from .io import expt
+        why = expt.unsupported(series.exp)
+        if why:
+            raise UsageError(f"--truth: {s.truth}: {why}")
 
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:
         p(w)
-    if s.hklfile:
-        p("writing dump file for next time: Fdump.bin")
-        try:
-            write_fdump("Fdump.bin", cfg.hkl)
-        except OSError as e:
-            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
-    elif cfg.hkl is not None:
-        p("reading Fs from Fdump.bin")
+    _announce_structure_factors(s, cfg, p)
     for line in summary_lines(series.exp, cfg, s):
         p(line)
     p(f"nbxp backend: {backend} ({why})")
@@ -217,10 +187,49 @@ def run_series(parsed, out=sys.stdout) -> int:
     for o in outputs:
         if not o.per_frame:
             p(f"wrote {o.template} ({n} frames)")
+    _write_structure_factors(s, cfg, p)
     if s.truth is not None:
         dataset.write_truth(s.truth, series)
         p(f"wrote the ground truth to {s.truth}")
     return 0
+
+
+def _check_write_hkl(s) -> None:
+    """-write_hkl needs data to expand and a place to write them."""
+    if s.write_hkl:
+        if s.sf is None:
+            from .flags import UsageError
+            raise UsageError("-write_hkl: needs structure factors from an MTZ, mmCIF or model (-hkl or -pdb)")
+        _writable(s.write_hkl, "-write_hkl")
+
+
+def _announce_structure_factors(s, cfg, p) -> None:
+    """What was read (MTZ/mmCIF/model summary) and nanoBragg's Fdump.bin line.  Fdump.bin
+    is announced where nanoBragg writes it but written with the other outputs
+    (:func:`_write_structure_factors`), so a run that fails leaves no file behind."""
+    if s.sf is not None:
+        from .report import structure_factor_lines
+        for line in structure_factor_lines(s.sf, s.sf_lines):
+            p(line)
+    if s.hklfile or s.pdbfile:
+        p("writing dump file for next time: Fdump.bin")
+    elif cfg.hkl is not None:
+        p("reading Fs from Fdump.bin")
+
+
+def _write_structure_factors(s, cfg, p) -> None:
+    """-write_hkl's P1 list and Fdump.bin, after the render."""
+    from .io.fdump import write_fdump
+    if s.write_hkl:
+        from .io.hkl import write_hkl
+        h, F = s.sf.listing()
+        p(f"writing {len(F)} P1 structure factors to {s.write_hkl}")
+        write_hkl(s.write_hkl, h, F)
+    if s.hklfile or s.pdbfile:
+        try:
+            write_fdump("Fdump.bin", cfg.hkl)
+        except OSError as e:
+            p(f"WARNING: unable to open dump file: Fdump.bin ({e.strerror})")
 
 
 @contextlib.contextmanager

@@ -28,13 +28,14 @@ import numpy as np
 
 from . import crystal as xtal
 from .config import SimConfig
+from .errors import NbxpError
 from .experiment import Experiment, build_experiment
 from .vectors import rotate_axis
 
 ROTATION, STILLS = "rotation", "stills"
 
 
-class SeriesError(ValueError):
+class SeriesError(NbxpError):
     """A series that cannot be made as asked (the message names the flag)."""
 
 

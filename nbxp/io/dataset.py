@@ -160,8 +160,8 @@ def plan(requests, nframes: int, inputs=(), truth: str | None = None) -> list[Ou
 
 
 def check_geometry(outputs, exp) -> None:
-    """Refuse CBF when miniCBF cannot describe the geometry, and a format module that is not
-    installed (imports them now, so the failure comes before rendering)."""
+    """Refuse CBF or NeXus when the format cannot describe the geometry, and a format module
+    that is not installed (imports them now, so the failure comes before rendering)."""
     for o in outputs:
         if o.format == CBF:
             try:
@@ -173,9 +173,12 @@ def check_geometry(outputs, exp) -> None:
                 raise InputError(f"{o.flag}: {o.given}: {why}")
         elif o.format == NEXUS:
             try:
-                from . import nexus  # noqa: F401
+                from . import nexus
             except ImportError as e:
                 raise InputError(f"{o.flag}: {o.given}: NeXus output needs nbxp.io.nexus and h5py ({e})") from None
+            why = nexus.unsupported(exp)
+            if why:
+                raise InputError(f"{o.flag}: {o.given}: {why}")
 
 
 @dataclass
