@@ -53,8 +53,9 @@ MALFORMED = ["abc", "", " ", "1,5", "0x1A", "1e", "e5", "+-1", "1.2.3", "nan", "
 EXTREME = ["0", "-1", "-0", "99999999999", "-99999999999", "1e300", "-1e300", "1e-300", "1e400", "-1e400", "inf",
            "-inf", "4.9e-324", "2147483648", "1e19"]
 
+#: flags whose value is a file name or a word (any token, one starting with '-' too, is taken as it)
 FILE_FLAGS = {"-hkl", "-mat", "-img", "-mask", "-sourcefile", "-stol", "-floatfile", "-intfile", "-pgmfile",
-              "-noisefile", "-stolout"}
+              "-noisefile", "-stolout", "-pdb", "-write_hkl", "-hkl_column", "-hkl_block", "--truth"}
 CHOICE_FLAGS = {"-pivot", "--dtype", "--backend", "-misset"}
 #: nbxp flags not worth fuzzing here: they select hardware (a GPU) or print a trace
 SKIP_FLAGS = {"--backend", "-trace_pixel", "-dump_pixel", "-printout_pixel", "-printout"}
