@@ -109,7 +109,7 @@ class Panel:
 
     @property
     def normal(self) -> np.ndarray:
-        """Unit normal fast x slow (towards the sample side for dxtbx's standard layout)."""
+        """Unit normal fast x slow (pointing away from the sample for the miniCBF layout)."""
         return _unit(np.cross(self.fast_axis, self.slow_axis))
 
     @property
