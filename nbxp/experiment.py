@@ -65,15 +65,10 @@ class Experiment:
     notes: list = field(default_factory=list)
     xp: object = None
     dtype: object = None
-    # host float64 copies that file formats describe (nbxp.models): the spindle's unit vector
-    # in nbxp's lab frame, and the base real-space cell (A; rows a, b, c; after
-    # -cell/-mat/-misset, before phi), kept in float64 whatever the engine's dtype
-    spindle: object = None
-    real_cell: object = None
-    # the crystal before any phi or mosaic rotation, and the spindle: a series re-orients
-    # the crystal per frame from these (nbxp.series)
-    cell_real: object = None  # (3, 3) cell vectors a, b, c (m), after -cell/-mat/-misset
-    spindle_unit: object = None  # (3,) unit spindle axis
+    # the crystal before any phi or mosaic rotation, and the spindle: a series re-orients the
+    # crystal per frame from these (nbxp.series), and file formats describe them (nbxp.models)
+    cell_real: object = None  # (3, 3) float64 cell vectors a, b, c (m), after -cell/-mat/-misset
+    spindle_unit: object = None  # host float64 (3,) unit spindle axis
     mosaic_umats: object = None  # host (domains, 3, 3) mosaic rotations, or None without a spread
 
 
@@ -195,9 +190,8 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         oversample_thick=cfg.oversample_thick, thicksteps=steps_t, thickstep=step, thickness=thick,
         mu=mu, dmin=cfg.dmin, fluence=beam.fluence, I_bg=I_bg, steps=steps, roi=roi, mask=mask,
         sampling=sampling, wavelength=beam.wavelength, source_table=table, cell_params=cell_params,
-        notes=notes, xp=xp, dtype=dtype, spindle=np.asarray(spindle_u, dtype=np.float64),
-        real_cell=np.array([[float(vecs.real[i, j]) for j in range(3)] for i in range(3)]),
-        cell_real=vecs.real * 1e-10, spindle_unit=spindle, mosaic_umats=umats,
+        notes=notes, xp=xp, dtype=dtype, cell_real=vecs.real * 1e-10,
+        spindle_unit=np.asarray(spindle_u, dtype=np.float64), mosaic_umats=umats,
     )
 
 

@@ -192,7 +192,7 @@ def describe(exp) -> Description:
     g = exp.geom
     beam_nb = host(g.beam)
     fdet, sdet, pix0 = host(g.fdet), host(g.sdet), host(g.pix0)
-    spindle = exp.spindle if exp.spindle is not None else np.array([0.0, 0.0, 1.0])
+    spindle = host(exp.spindle_unit) if exp.spindle_unit is not None else np.array([0.0, 0.0, 1.0])
     R = lab_to_dials(beam_nb, spindle, fdet)
 
     direction = -(R @ _unit(beam_nb))
@@ -218,8 +218,9 @@ def describe(exp) -> Description:
                   origin=R @ pix0 * 1e3, image_size=(int(g.fpixels), int(g.spixels)),
                   pixel_size=(px_mm, px_mm), thickness=thick_mm, mu=mu)
 
-    real = exp.real_cell
-    if real is None:  # an Experiment built elsewhere: invert the reciprocal cell
+    if exp.cell_real is not None:
+        real = host(exp.cell_real) * 1e10
+    else:  # an Experiment built elsewhere: invert the reciprocal cell
         real = np.linalg.inv(host(exp.recip)).T
     crystal = Crystal(np.asarray(real, dtype=np.float64) @ R.T)
     gonio = Goniometer(R @ _unit(spindle))

@@ -153,7 +153,7 @@ class Series:
         else:
             sampling = e.sampling  # phisteps 1 at phi0, osc 0
             extra = shot_rotation(self.orientation_seed, index)
-        orient = xtal.orientations(e.cell_real, e.spindle_unit, sampling, self.config.crystal.mosaic_seed,
+        orient = xtal.orientations(e.cell_real, xp.asarray(e.spindle_unit, dtype=dt), sampling, self.config.crystal.mosaic_seed,
                                    xp=xp, dtype=dt, extra=extra, umats=e.mosaic_umats)
         rows = xp.reshape(xp.permute_dims(orient, (1, 0, 2)), (-1, 3))
         return dataclasses.replace(e, orient=orient, orient_rows=rows, sampling=sampling)

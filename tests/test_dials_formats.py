@@ -154,7 +154,7 @@ def test_still_domains_are_centred_on_the_truth(stills):
     # below, not a property of the writers)
     exp = stills["exp"]
     mean = np.asarray(exp.orient).mean(axis=0) * 1e10
-    assert misorientation(mean, np.asarray(exp.real_cell)) < 0.05
+    assert misorientation(mean, (np.asarray(exp.cell_real, dtype=float) * 1e10)) < 0.05
 
 
 def test_stills_nexus(stills, tmp_path):

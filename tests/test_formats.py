@@ -114,7 +114,7 @@ def test_crystal_is_the_cell_and_its_reciprocal():
     np.testing.assert_allclose(cell_parameters(d.crystal.real_space), (50, 60, 70, 80, 85, 95), atol=0.02)
     # the vectors the engine renders with (Miller indices are a.q, b.q, c.q), not the
     # reciprocal cell nanoBragg regenerates with the user's volume (dual only to ~1e-4)
-    np.testing.assert_allclose(np.asarray(exp.orient[0]) * 1e10, exp.real_cell, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(exp.orient[0]) * 1e10, (np.asarray(exp.cell_real, dtype=float) * 1e10), atol=1e-9)
 
 
 def test_rotated_crystal_for_still_shots():
@@ -123,7 +123,7 @@ def test_rotated_crystal_for_still_shots():
     Q = lab_to_dials([0.3, 0.2, 1.0], [1, 0, 0], [0, 1, 0])  # any proper rotation
     shot = d.rotated_crystal(Q)
     # rotate in nbxp's frame, then map: the same vectors
-    expect = (np.asarray(exp.real_cell) @ Q.T) @ d.to_dials.T
+    expect = ((np.asarray(exp.cell_real, dtype=float) * 1e10) @ Q.T) @ d.to_dials.T
     np.testing.assert_allclose(shot.real_space, expect, atol=1e-12)
 
 
@@ -472,7 +472,7 @@ def test_expt_rotation_scan(tmp_path):
     assert c["space_group_hall_symbol"] == " P 1"
     real = np.array([c["real_space_a"], c["real_space_b"], c["real_space_c"]])
     np.testing.assert_allclose(real, d.crystal.real_space, atol=1e-12)
-    np.testing.assert_allclose(real, np.asarray(exp.real_cell) @ d.to_dials.T, atol=1e-12)
+    np.testing.assert_allclose(real, (np.asarray(exp.cell_real, dtype=float) * 1e10) @ d.to_dials.T, atol=1e-12)
 
 
 def test_expt_stills_one_experiment_per_shot(tmp_path):
@@ -490,7 +490,7 @@ def test_expt_stills_one_experiment_per_shot(tmp_path):
         assert "goniometer" not in e and "scan" not in e and e["crystal"] == i
         c = doc["crystal"][i]
         real = np.array([c["real_space_a"], c["real_space_b"], c["real_space_c"]])
-        np.testing.assert_allclose(real, (np.asarray(exp.real_cell) @ rots[i].T) @ d.to_dials.T, atol=1e-12)
+        np.testing.assert_allclose(real, ((np.asarray(exp.cell_real, dtype=float) * 1e10) @ rots[i].T) @ d.to_dials.T, atol=1e-12)
     with pytest.raises(ValueError, match="shape"):
         write_expt(str(tmp_path / "bad.expt"), exp, start_angle=0.0, angle_increment=0.0, nframes=1,
                    crystal_rotations=np.eye(3))
