@@ -24,6 +24,10 @@ def get_parser():
     return _gp()
 
 
+#: mosaic-domain counts whose set-up takes more than about a second
+SLOW_DOMAINS = 100_000
+
+
 def _writable(path: str, flag: str) -> None:
     from .io.dataset import check_writable
     check_writable(path, flag)
@@ -58,6 +62,11 @@ def run(argv: list[str], out=None) -> int:
     from .gpu import choose_backend, to_host_float32
     backend, why = choose_backend(s.backend)
     xp = resolve_namespace(__import__("cupy") if backend == "cupy" else np)
+    domains = cfg.crystal.mosaic_domains or 0
+    if domains > SLOW_DOMAINS and s.progress and sys.stderr.isatty() and (cfg.crystal.mosaic_spread or 0) > 0:
+        # nanoBragg's domain generator is serial (~10 us a domain here): say so before the wait
+        print(f"nbxp: drawing {domains} mosaic domains with nanoBragg's serial generator "
+              f"(about {domains * 1.4e-5:.0f} s) ...", file=sys.stderr, flush=True)
     exp = build_experiment(cfg, xp=xp, dtype=getattr(xp, s.dtype))
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:

@@ -44,7 +44,7 @@ def test_fuzz_inprocess(tmp_path_factory):
 
 
 def test_fuzz_subprocess(tmp_path_factory):
-    _check(fuzzing.cases(40, seed=7), fuzzing.run_subprocess, BOUND_SUBPROCESS, tmp_path_factory)
+    _check(fuzzing.cases(20, seed=7), fuzzing.run_subprocess, BOUND_SUBPROCESS, tmp_path_factory)
 
 
 @pytest.mark.parametrize("argv,names", [
