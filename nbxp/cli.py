@@ -155,9 +155,9 @@ def run_series(parsed, out=sys.stdout) -> int:
     dataset.check_geometry(outputs, series.exp)
     if s.truth is not None:
         from .io import expt
-        why = expt.unsupported(series.exp)
-        if why:
-            raise UsageError(f"--truth: {s.truth}: {why}")
+        reason = expt.unsupported(series.exp)
+        if reason:
+            raise UsageError(f"--truth: {s.truth}: {reason}")
 
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:

@@ -97,6 +97,9 @@ def test_formats_that_cannot_hold_the_image(kind, name, msg):
      "would overwrite the input file in_00002.img"),
     (["--frames", "2", "-osc", "1", "-noisefile", "A#####.mat", "-mat", "A00001.mat"], "would overwrite the input"),
     (["--frames", "2", "-osc", "1", "--truth", "nodir/t.expt"], "--truth: cannot write"),
+    # geometry NeXus and the .expt cannot describe, refused before anything is rendered
+    (["--frames", "2", "-osc", "1", "-curved_det", "-noisefile", "n.h5"], "-noisefile: n.h5: NeXus (.h5/.nxs)"),
+    (["--frames", "2", "-osc", "1", "-curved_det", "--truth", "t.expt"], "--truth: t.expt:"),
 ])
 def test_bad_series_requests_write_nothing(tmp_path, extra, msg):
     if "-img" in extra:  # a real SMV input whose name the template would hit
