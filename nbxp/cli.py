@@ -68,7 +68,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
         from .trace import check_pixel
         check_pixel(cfg, *s.trace_pixel)
     from .gpu import choose_backend, to_host_float32
-    backend, why = choose_backend(s.backend)
+    backend, why = choose_backend(s.backend, s.dtype)
     xp = resolve_namespace(__import__("cupy") if backend == "cupy" else np)
     exp = build_experiment(cfg, xp=xp, dtype=getattr(xp, s.dtype))
     p = lambda line: print(line, file=out)  # noqa: E731
@@ -88,7 +88,8 @@ def run(argv: list[str], out=sys.stdout) -> int:
     out.flush()
     with progress_bar(exp, s.progress) as tick:
         tile = {} if s.tile_mb is None else {"tile_bytes": int(s.tile_mb * 2**20)}
-        img, interp = render(exp, threads=s.threads, progress=tick, **tile)
+        img, interp = render(exp, threads=s.threads, progress=tick, backend=backend,
+                             fast_math=True if s.fast_math else None, **tile)
     if interp.trigger is not None:
         _, h, k, l, h0, k0, l0 = interp.trigger
         p(f"WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: {h:g},{k:g},{l:g},{h0},{k0},{l0} ")
