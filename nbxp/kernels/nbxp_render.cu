@@ -133,17 +133,20 @@ __device__ __forceinline__ real sincg_reduced(real h, real N, real* k)
     return r;
 }
 
-/* sin(N x)/sin(x) with the limit N at x = 0 (physics.sincg) */
+/* sin(N x)/sin(x) with the limit N at x = 0 (physics.sincg).  The sines are computed
+   unconditionally and the limit selected after: a call inside a branch keeps the CPU
+   build's lane loops from vectorising (the vector sin has no masked form) */
 __device__ __forceinline__ real sincg(real x, real N)
 {
-    return x == (real)0 ? N : sin_r(N * x) / sin_r(x);
+    const real q = sin_r(N * x) / sin_r(x);
+    return x == (real)0 ? N : q;
 }
 
-/* 3 (sin x - x cos x)/x^3, 1 at x = 0 (physics.sinc3) */
+/* 3 (sin x - x cos x)/x^3, 1 at x = 0 (physics.sinc3); unconditional as sincg */
 __device__ __forceinline__ real sinc3(real x)
 {
-    if (x == (real)0) return (real)1;
-    return (real)3 * (sin_r(x) / x - cos_r(x)) / (x * x);
+    const real v = (real)3 * (sin_r(x) / x - cos_r(x)) / (x * x);
+    return x == (real)0 ? (real)1 : v;
 }
 
 struct Crystal {
@@ -173,13 +176,16 @@ __device__ __forceinline__ real lattice_square_integer(const Crystal& X, real h,
     return F * sign;
 }
 
-/* SQUARE, any N: sin(N pi h)/sin(pi h) per axis with N > 1 */
+/* SQUARE, any N: sin(N pi h)/sin(pi h) per axis with N > 1 (computed for every axis and
+   selected, for the CPU build's lane loops as in sincg) */
 __device__ __forceinline__ real lattice_square(const Crystal& X, real h, real k, real l)
 {
-    real F = (real)1;
-    if (X.Na > (real)1) F *= sincg(NBXP_PI * h, X.Na);
-    if (X.Nb > (real)1) F *= sincg(NBXP_PI * k, X.Nb);
-    if (X.Nc > (real)1) F *= sincg(NBXP_PI * l, X.Nc);
+    const real one = (real)1;
+    const real fa = sincg(NBXP_PI * h, X.Na), fb = sincg(NBXP_PI * k, X.Nb), fc = sincg(NBXP_PI * l, X.Nc);
+    real F = one;
+    F *= X.Na > one ? fa : one;
+    F *= X.Nb > one ? fb : one;
+    F *= X.Nc > one ? fc : one;
     return F;
 }
 

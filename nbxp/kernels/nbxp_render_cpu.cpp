@@ -159,54 +159,107 @@ static void render_block(const Args& A, long long i0, long long end)
         const real Odet = (real)t * P.thickstep;
         for (int ys = 0; ys < O; ++ys) {
             for (int xs = 0; xs < O; ++xs) {
-                real d0[LANES], d1[LANES], d2[LANES], omega[LANES], capture[LANES];
-                const bool first_q = t == 0 && ys == 0 && xs == 0, last_q = t == T - 1 && ys == 0 && xs == 0;
+                /* each step its own lane loop, with every uniform condition outside it: gcc
+                   vectorises no loop that holds a bool (uniform or per lane) beside reals */
+                real d0[LANES], d1[LANES], d2[LANES], air[LANES], omega[LANES], capture[LANES];
+                real Fd[LANES], Sd[LANES];
+                for (int j = 0; j < LANES; ++j) {
+                    Sd[j] = P.subpixel * (real)(spix[j] * O + ys) + P.subpixel / (real)2;
+                    Fd[j] = P.subpixel * (real)(fpix[j] * O + xs) + P.subpixel / (real)2;
+                }
+                if (curved) {
+                    for (int j = 0; j < LANES; ++j) {
+                        real pos[3];
+                        subpixel_position(pos, P.pix0, P.fdet, P.sdet, P.odet, P.beam, Fd[j], Sd[j], Odet, true,
+                                          P.distance);
+                        d0[j] = pos[0];
+                        d1[j] = pos[1];
+                        d2[j] = pos[2];
+                    }
+                } else {
+                    NBXP_SIMD
+                    for (int j = 0; j < LANES; ++j) {
+                        real pos[3];
+                        subpixel_position(pos, P.pix0, P.fdet, P.sdet, P.odet, P.beam, Fd[j], Sd[j], Odet, false,
+                                          P.distance);
+                        d0[j] = pos[0];
+                        d1[j] = pos[1];
+                        d2[j] = pos[2];
+                    }
+                }
                 NBXP_SIMD
                 for (int j = 0; j < LANES; ++j) {
-                    const real Sdet = P.subpixel * (real)(spix[j] * O + ys) + P.subpixel / (real)2;
-                    const real Fdet = P.subpixel * (real)(fpix[j] * O + xs) + P.subpixel / (real)2;
-                    real pos[3];
-                    subpixel_position(pos, P.pix0, P.fdet, P.sdet, P.odet, P.beam, Fdet, Sdet, Odet, curved,
-                                      P.distance);
-                    const real airpath = sqrt_r(pos[0] * pos[0] + pos[1] * pos[1] + pos[2] * pos[2]);
-                    d0[j] = pos[0] / airpath;
-                    d1[j] = pos[1] / airpath;
-                    d2[j] = pos[2] / airpath;
-                    omega[j] = solid_angle(airpath, point, P.pixel_size, P.close_distance);
-                    omega_first[j] = first_q ? omega[j] : omega_first[j];
-                    capture[j] = (real)1;
-                    if (capture_on) {
+                    const real airpath = sqrt_r(d0[j] * d0[j] + d1[j] * d1[j] + d2[j] * d2[j]);
+                    air[j] = airpath;
+                    d0[j] = d0[j] / airpath;
+                    d1[j] = d1[j] / airpath;
+                    d2[j] = d2[j] / airpath;
+                }
+                if (point) {
+                    NBXP_SIMD
+                    for (int j = 0; j < LANES; ++j) omega[j] = solid_angle(air[j], true, P.pixel_size, P.close_distance);
+                } else {
+                    NBXP_SIMD
+                    for (int j = 0; j < LANES; ++j) omega[j] = solid_angle(air[j], false, P.pixel_size, P.close_distance);
+                }
+                if (t == 0 && ys == 0 && xs == 0)
+                    for (int j = 0; j < LANES; ++j) omega_first[j] = omega[j];
+                if (capture_on) {
+                    NBXP_SIMD
+                    for (int j = 0; j < LANES; ++j) {
                         const real parallax = d0[j] * P.odet[0] + d1[j] * P.odet[1] + d2[j] * P.odet[2];
                         capture[j] = capture_fraction(parallax, t, P.thickstep, P.mu);
-                        capture_last[j] = last_q ? capture[j] : capture_last[j];
                     }
+                    if (t == T - 1 && ys == 0 && xs == 0)
+                        for (int j = 0; j < LANES; ++j) capture_last[j] = capture[j];
+                } else {
+                    for (int j = 0; j < LANES; ++j) capture[j] = (real)1;
                 }
 
                 for (int s = 0; s < S; ++s) {
                     const real* src = P.sources + NBXP_SOURCE_SIZE * s;
                     const real* inc = src + NBXP_SOURCE_INCIDENT;
                     const real lambda = src[NBXP_SOURCE_LAMBDA];
-                    real sx[LANES], sy[LANES], sz[LANES], gain[LANES], rendered[LANES];
+                    const real i0x = inc[0], i0y = inc[1], i0z = inc[2];
+                    real sx[LANES], sy[LANES], sz[LANES], gain[LANES], rendered[LANES], polar[LANES];
                     bool any_rendered = false;
                     NBXP_SIMD
                     for (int j = 0; j < LANES; ++j) {
-                        sx[j] = (d0[j] - inc[0]) / lambda;
-                        sy[j] = (d1[j] - inc[1]) / lambda;
-                        sz[j] = (d2[j] - inc[2]) / lambda;
-                        rendered[j] = dmin_keeps(sx[j], sy[j], sz[j], P.dmin) ? (real)1 : (real)0;
-                        real polar = (real)1;
-                        if (polar_on) {
-                            polar = polarization_factor(d0[j], d1[j], d2[j], src, P.kahn);
-                            const bool take = rendered[j] != (real)0 && polar_seen[j] == (real)0;
-                            polar_first[j] = take ? polar : polar_first[j];
-                            polar_seen[j] = take ? (real)1 : polar_seen[j];
-                        }
-                        real g = (real)1;
-                        if (flags & NBXP_OVERSAMPLE_THICK) g *= capture[j];
-                        if (flags & NBXP_OVERSAMPLE_OMEGA) g *= omega[j];
-                        if (flags & NBXP_OVERSAMPLE_POLAR) g *= polar;
-                        gain[j] = g;
+                        sx[j] = (d0[j] - i0x) / lambda;
+                        sy[j] = (d1[j] - i0y) / lambda;
+                        sz[j] = (d2[j] - i0z) / lambda;
                     }
+                    if (P.dmin > (real)0) {
+                        NBXP_SIMD
+                        for (int j = 0; j < LANES; ++j)
+                            rendered[j] = dmin_keeps(sx[j], sy[j], sz[j], P.dmin) ? (real)1 : (real)0;
+                    } else {
+                        for (int j = 0; j < LANES; ++j) rendered[j] = (real)1;
+                    }
+                    if (polar_on) {
+                        if (P.kahn == (real)0) {
+                            NBXP_SIMD
+                            for (int j = 0; j < LANES; ++j) polar[j] = polarization_factor(d0[j], d1[j], d2[j], src, (real)0);
+                        } else {
+                            NBXP_SIMD
+                            for (int j = 0; j < LANES; ++j) polar[j] = polarization_factor(d0[j], d1[j], d2[j], src, P.kahn);
+                        }
+                        for (int j = 0; j < LANES; ++j) {
+                            if (rendered[j] != (real)0 && polar_seen[j] == (real)0) {
+                                polar_first[j] = polar[j];
+                                polar_seen[j] = (real)1;
+                            }
+                        }
+                    } else {
+                        for (int j = 0; j < LANES; ++j) polar[j] = (real)1;
+                    }
+                    for (int j = 0; j < LANES; ++j) gain[j] = (real)1;
+                    if (flags & NBXP_OVERSAMPLE_THICK)
+                        for (int j = 0; j < LANES; ++j) gain[j] *= capture[j];
+                    if (flags & NBXP_OVERSAMPLE_OMEGA)
+                        for (int j = 0; j < LANES; ++j) gain[j] *= omega[j];
+                    if (flags & NBXP_OVERSAMPLE_POLAR)
+                        for (int j = 0; j < LANES; ++j) gain[j] *= polar[j];
                     for (int j = 0; j < LANES; ++j) any_rendered |= rendered[j] != (real)0 && active[j];
                     if (!any_rendered) {
                         sub += R;
