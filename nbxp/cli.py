@@ -89,7 +89,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     with progress_bar(exp, s.progress) as tick:
         tile = {} if s.tile_mb is None else {"tile_bytes": int(s.tile_mb * 2**20)}
         img, interp = render(exp, threads=s.threads, progress=tick, backend=backend,
-                             fast_math=True if s.fast_math else None, **tile)
+                             fast_math=True if s.fast_math else None, float32_image=True, **tile)
     if interp.trigger is not None:
         _, h, k, l, h0, k0, l0 = interp.trigger
         p(f"WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: {h:g},{k:g},{l:g},{h0},{k0},{l0} ")

@@ -290,7 +290,8 @@ def tiles(exp: Experiment, tile_pixels: int):
 
 
 def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: int | None = None,
-           progress=None, backend: str | None = None, fast_math: bool | None = None):
+           progress=None, backend: str | None = None, fast_math: bool | None = None,
+           float32_image: bool = False):
     """The float image (spixels, fpixels) in ``exp.dtype`` on ``exp.xp``, and the state of
     interpolation at the end (for the one-time fallback warning).
 
@@ -301,13 +302,14 @@ def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: in
     on every evaluation before it.  ``progress(n)`` is called with each tile's pixel count.
 
     ``backend='cpu'``: the compiled CPU kernel renders instead (same contract, same image;
-    :func:`nbxp.kernels.cpu_simd.render_cpu`; ``fast_math`` picks its build); a CuPy
-    experiment always goes to the CUDA kernel.
+    :func:`nbxp.kernels.cpu_simd.render_cpu`; ``fast_math`` picks its build, and with
+    ``float32_image`` it returns the image rounded to float32, what the command line writes,
+    without holding a float64 image); a CuPy experiment always goes to the CUDA kernel.
     """
     xp = exp.xp
     if backend == "cpu":
         from .kernels.cpu_simd import render_cpu  # the kernel's CPU entry, pixels in SIMD lanes
-        return render_cpu(exp, threads=threads, progress=progress, fast_math=fast_math)
+        return render_cpu(exp, threads=threads, progress=progress, fast_math=fast_math, float32_image=float32_image)
     if getattr(xp, "__name__", "").endswith("cupy"):
         from .gpu import render_kernel  # the CUDA kernel, one thread per pixel (nbxp/kernels)
         return render_kernel(exp, progress=progress)

@@ -111,6 +111,39 @@ def warm_times(options: list[str], args: list[str], repeats: int, env: dict) -> 
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def render_times(options: list[str], args: list[str], repeats: int, env: dict) -> list[float]:
+    """Wall times (s) of the render alone (``nbxp.engine.render`` with the command's backend,
+    precision and threads: no flags, files or statistics), ``repeats`` runs in one process
+    after an untimed one."""
+    code = ("import json, sys, time\n"
+            "import numpy as np\n"
+            "from nbxp.flags import parse_args\n"
+            "from nbxp.gpu import choose_backend\n"
+            "from nbxp.api import resolve_namespace\n"
+            "from nbxp.experiment import build_experiment\n"
+            "from nbxp.engine import render\n"
+            "p = parse_args(json.loads(sys.argv[1])); s = p.state\n"
+            "backend, _ = choose_backend(s.backend, s.dtype)\n"
+            "xp = resolve_namespace(__import__('cupy') if backend == 'cupy' else np)\n"
+            "exp = build_experiment(p.config, xp=xp, dtype=getattr(xp, s.dtype))\n"
+            "def one():\n"
+            "    t0 = time.perf_counter(); img, _ = render(exp, threads=s.threads, backend=backend,\n"
+            "        fast_math=True if s.fast_math else None)\n"
+            "    float(img[0, 0]); return time.perf_counter() - t0\n"
+            "one()\n"
+            "print(json.dumps([one() for _ in range(int(sys.argv[2]))]))\n")
+    full = args + COMMON + options
+    with tempfile.TemporaryDirectory() as d:
+        for f in os.listdir(INPUTS):
+            if f in args:
+                shutil.copy(INPUTS / f, d)
+        p = subprocess.run([sys.executable, "-c", code, json.dumps(full), str(repeats)], cwd=d, env=env,
+                           capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"nbxp render timing failed: {p.stderr[-300:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--c-bin", help="nanoBragg binary to compare with")
@@ -119,15 +152,22 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated case names")
     ap.add_argument("--json", default="benchmark.json")
     ap.add_argument("--markdown", default="benchmark.md")
+    ap.add_argument("--backends", default="cpu,numpy",
+                    help="nbxp CPU backends to time: cpu (the compiled kernel), numpy (the array-API engine)")
     a = ap.parse_args()
     threads = a.threads or len(os.sched_getaffinity(0))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     programs = {}
     if a.c_bin:
         programs["nanoBragg"] = [a.c_bin]
-    for dt in ("float64", "float32"):
-        programs[f"nbxp {dt}"] = [sys.executable, "-m", "nbxp", "--backend", "numpy", "--dtype", dt,
-                                  "--threads", str(threads)]
+    # the NumPy engine always runs: "nbxp float64" is the image every other is compared with
+    backends = [b for b in ("cpu",) if b in a.backends.split(",")] + ["numpy"]
+    for backend in backends:
+        for dt in ("float64", "float32"):
+            # "nbxp float64" (the NumPy engine) is the reference every image is compared with
+            name = f"nbxp {dt}" if backend == "numpy" else f"nbxp-{backend} {dt}"
+            programs[name] = [sys.executable, "-m", "nbxp", "--backend", backend, "--dtype", dt,
+                              "--threads", str(threads)]
     from nbxp.gpu import usable_gpu
     if usable_gpu():  # every backend available: the GPU rows beside the CPU ones
         for dt in ("float64", "float32"):
@@ -145,12 +185,18 @@ def main() -> int:
         ref_time = statistics.median(r["wall"] for r in runs[ref_prog])
         warm = {p: (statistics.median(warm_times(programs[p][3:], args, a.repeats, env))
                     if p.startswith("nbxp") else statistics.median(r["wall"] for r in runs[p])) for p in runs}
+        render = {p: statistics.median(render_times(programs[p][3:], args, a.repeats, env))
+                  for p in runs if p.startswith("nbxp")}
         for prog, rs in runs.items():
             t = statistics.median(r["wall"] for r in rs)
             img = rs[0]["image"]
             corr = _corr(img, ref_img)
             results.append({"case": name, "program": prog, "threads": threads, "median_s": round(t, 3),
                             "warm_median_s": round(warm[prog], 3),
+                            # the render alone (nanoBragg: its whole run, nearly all render)
+                            "render_s": round(render.get(prog, ref_time if prog == ref_prog else t), 3),
+                            "render_ratio_vs_" + ref_prog.replace(" ", "_"):
+                                round(ref_time / render.get(prog, ref_time if prog == ref_prog else t), 2),
                             "warm_ratio_vs_" + ref_prog.replace(" ", "_"): round(warm[ref_prog] / warm[prog], 3),
                             "ratio_vs_" + ref_prog.replace(" ", "_"): round(ref_time / t, 3),
                             "peak_rss_mb": round(max(r["rss_mb"] for r in rs), 1),
@@ -161,15 +207,17 @@ def main() -> int:
             print(json.dumps(results[-1]), flush=True)
     Path(a.json).write_text(json.dumps(results, indent=1))
     lines = ["| case | program | cold (s) | speed vs reference, cold | warm (s) | speed vs reference, warm "
-             "| peak RSS (MB) | correlation | correlation with nbxp float64 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| render (s) | speed, render | peak RSS (MB) | correlation | correlation with nbxp float64 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = next(v for k, v in r.items() if k.startswith("ratio_vs"))
         wratio = next(v for k, v in r.items() if k.startswith("warm_ratio_vs"))
         corr = next(v for k, v in r.items() if k.startswith("corr_vs"))
         c64 = r["corr_vs_nbxp_float64"]
+        rratio = next(v for k, v in r.items() if k.startswith("render_ratio_vs"))
         lines.append(f"| {r['case']} | {r['program']} | {r['median_s']:.2f} | {ratio:.2f}x | {r['warm_median_s']:.3f} "
-                     f"| {wratio:.2f}x | {r['peak_rss_mb']:.0f} | {corr:.6f} | {c64:.6f} |")
+                     f"| {wratio:.2f}x | {r['render_s']:.3f} | {rratio:.1f}x | {r['peak_rss_mb']:.0f} | {corr:.6f} "
+                     f"| {c64:.6f} |")
     Path(a.markdown).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

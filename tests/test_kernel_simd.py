@@ -143,6 +143,17 @@ def test_image_does_not_depend_on_threads_or_chunks(dtype, simd):
         assert np.array_equal(img, ref), (threads, chunk)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_float32_image_is_the_image_rounded(dtype, simd):
+    """What the command line writes: the kernel stores float32 directly, as astype would round."""
+    cfg = nbxp.config_from_args((BASE + " -default_F 30 -roi 3 17 5 12 -mosaic 1 -mosaic_dom 2").split())
+    exp = build_experiment(cfg, xp=np, dtype=dtype)
+    img, _ = simd.render_cpu(exp, threads=2)
+    img32, _ = simd.render_cpu(exp, threads=2, float32_image=True)
+    assert img32.dtype == np.float32 and img32.shape == img.shape
+    assert np.array_equal(img32, img.astype(np.float32)) and np.count_nonzero(img32) == 15 * 8
+
+
 @pytest.mark.parametrize("feature", ["default_F", "hkl_nearest", "round", "gauss", "all_oversample_flags",
                                      "thickness", "noninteger_N"])
 def test_fast_math_build_within_its_tolerance(feature, simd):

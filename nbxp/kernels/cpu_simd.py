@@ -4,7 +4,7 @@
 (``nbxp_render.cu``, whose ``__device__`` functions it calls); this module compiles it on
 first use with the system C++ compiler (``$CXX``, else ``c++``/``g++``/``clang++``), caches
 the library in ``cpu-kernels/`` of nbxp's cache directory (:func:`nbxp.native.cache_dir`)
-under a hash of the sources, the flags, the compiler's version and this CPU's identity
+under a hash of the sources, the flags, the compiler binary and this CPU's identity
 (``-march=native`` code may not run on another CPU sharing the cache), and loads it with
 ctypes.  :func:`render_cpu` runs it through the launch glue of :func:`nbxp.gpu.render_kernel`
 (chunks, the two-pass interpolation fallback), so the CPU and GPU paths share everything
@@ -30,7 +30,6 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 
 import numpy as np
 
@@ -66,13 +65,19 @@ def compiler() -> list[str] | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
-def _compiler_version(cmd: tuple[str, ...]) -> str:
-    try:
-        p = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return p.stdout if p.returncode == 0 else ""
+def _compiler_identity(cmd: list[str]) -> str:
+    """The compiler binary as the cache key sees it: resolved path, size and modification
+    time (a stat, not a ``--version`` run: a cached kernel costs no subprocess)."""
+    parts = list(cmd)
+    exe = shutil.which(cmd[0])
+    if exe:
+        real = os.path.realpath(exe)
+        try:
+            st = os.stat(real)
+            parts += [real, str(st.st_size), str(st.st_mtime_ns)]
+        except OSError:
+            parts.append(real)
+    return "\0".join(parts)
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,12 +101,9 @@ def why_unavailable() -> str | None:
     """None when the CPU kernel can be built here, else the reason (one phrase)."""
     if os.environ.get("NBXP_NO_NATIVE"):
         return "NBXP_NO_NATIVE is set"
-    cmd = compiler()
-    if cmd is None:
+    if compiler() is None:
         return "no C++ compiler ($CXX, c++, g++ or clang++)"
-    if not _compiler_version(tuple(cmd)):
-        return f"the C++ compiler {cmd[0]} does not run"
-    return None
+    return None  # a compiler that does not work shows when the kernel is built
 
 
 _LIBS: dict = {}
@@ -120,7 +122,7 @@ def library(dtype, fast_math: bool | None = None) -> ctypes.CDLL:
         raise NativeUnavailable(why)
     cmd = compiler()
     code = source(RENDER_SOURCE) + "\n" + source(CPU_SOURCE)
-    extra = "\0".join([HEADER.read_text(), _compiler_version(tuple(cmd)), cpu_identity()])
+    extra = "\0".join([HEADER.read_text(), _compiler_identity(cmd), cpu_identity()])
     flags = [*cmd, *BASE_FLAGS, *(FAST_FLAGS if fast else EXACT_FLAGS), "-include", str(HEADER),
              f"-DNBXP_REAL={key[0]}"]
     errors = []
@@ -146,11 +148,15 @@ class CpuSimdKernel:
     :func:`nbxp.gpu.render_kernel`: ``kernel(grid, block, args)``; grid and block are
     ignored (OpenMP shares the pixels out), ``args`` are nbxp_render's."""
 
-    def __init__(self, dtype, Fpad: np.ndarray, threads: int, fast_math: bool | None = None):
+    def __init__(self, dtype, Fpad: np.ndarray, threads: int, fast_math: bool | None = None,
+                 image32: np.ndarray | None = None):
         self.real = np.float32 if real_name(dtype) == "float" else np.float64
         self._fn = getattr(library(dtype, fast_math), ENTRY)
         self.Fpad = np.ascontiguousarray(Fpad, dtype=self.real)
         self.threads = int(threads)
+        if image32 is not None and not (image32.dtype == np.float32 and image32.flags.c_contiguous):
+            raise TypeError("image32 must be a C-contiguous float32 array")
+        self.image32 = image32  # where the image goes instead, as float32
         self.launches = 0
 
     def __call__(self, grid, block, args, **_ignored):
@@ -166,7 +172,8 @@ class CpuSimdKernel:
                 conv.append(ctypes.c_int(int(a)))
             else:
                 raise TypeError(f"nbxp_render_cpu: unexpected argument {type(a).__name__}")
-        conv += [ctypes.c_void_p(self.Fpad.ctypes.data), ctypes.c_int(self.threads)]
+        conv += [ctypes.c_void_p(self.Fpad.ctypes.data), ctypes.c_int(self.threads),
+                 ctypes.c_void_p(None if self.image32 is None else self.image32.ctypes.data)]
         self._fn(*conv)
         self.launches += 1
 
@@ -177,19 +184,27 @@ CHUNK_EVALUATIONS = 1 << 24
 
 
 def render_cpu(exp, *, threads: int | None = None, progress=None, fast_math: bool | None = None,
-               chunk: int | None = None):
+               chunk: int | None = None, float32_image: bool = False):
     """The float image (spixels, fpixels) of ``exp`` (a NumPy experiment) from the CPU
     kernel, and the :class:`~nbxp.engine.InterpolationState` at the end: the contract of
     :func:`nbxp.engine.render`.  ``chunk``: pixels per call (default: about 2^24 sub-path
-    evaluations).  Raises :class:`NativeUnavailable` where it cannot run."""
+    evaluations).  ``float32_image``: return the image rounded to float32 (computed in
+    ``exp.dtype``, rounded as it is stored: no float64 image is held).  Raises
+    :class:`NativeUnavailable` where it cannot run."""
     from ..engine import default_threads
     from ..gpu import render_kernel
     if getattr(exp.xp, "__name__", "") != "numpy":
         raise TypeError("the CPU kernel renders NumPy experiments")
     threads = default_threads() if threads is None else max(1, int(threads))
     Fpad = exp.F._padded_grid() if exp.F.count != 0 else np.zeros(1, dtype=exp.dtype)
-    kernel = CpuSimdKernel(exp.dtype, np.asarray(Fpad), threads, fast_math)
+    g = exp.geom
+    image32 = np.zeros(g.spixels * g.fpixels, dtype=np.float32) if float32_image else None
+    kernel = CpuSimdKernel(exp.dtype, np.asarray(Fpad), threads, fast_math, image32)
     per_pixel = exp.thicksteps * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
     if chunk is None:
         chunk = int(min(max(CHUNK_EVALUATIONS // max(per_pixel, 1), 1 << 12), 1 << 22))
-    return render_kernel(exp, kernel=kernel, progress=progress, chunk=chunk)
+    img, state = render_kernel(exp, kernel=kernel, progress=progress, chunk=chunk)
+    if image32 is not None:
+        # render_kernel's own image stayed untouched (calloc'd pages never written)
+        return image32.reshape(g.spixels, g.fpixels), state
+    return img, state

@@ -75,6 +75,7 @@ enum { L_SQUARE_INTEGER = 0, L_SQUARE = 1, L_ROUND = 2, L_GAUSS = 3, L_TOPHAT = 
 
 struct Args {
     real* image;
+    float* image32;    /* if not null, the image is written here, rounded to float, instead */
     int* first_oor;
     real* trigger;
     const real* Fpad;  /* (Hr+2, Kr+2, Lr+2), l fastest, border default_F */
@@ -353,7 +354,10 @@ static void render_block(const Args& A, long long i0, long long end)
         if (!(flags & NBXP_OVERSAMPLE_THICK) && capture_on) value *= capture_last[j];
         if (!(flags & NBXP_OVERSAMPLE_OMEGA)) value *= omega_first[j];
         if (!(flags & NBXP_OVERSAMPLE_POLAR) && polar_on) value *= polar_first[j];  /* 0: nothing rendered */
-        A.image[pixel[j]] = value;
+        if (A.image32)
+            A.image32[pixel[j]] = (float)value;
+        else
+            A.image[pixel[j]] = value;
         if (record) A.first_oor[ii[j] - A.start] = first[j];
     }
 }
@@ -393,7 +397,9 @@ static void dispatch_F(const Args& A, int threads, int fm, bool running)
 
 /*
  * The parameters of nbxp_render (same meaning, same order), then the padded F grid
- * (Hr+2, Kr+2, Lr+2) and the number of OpenMP threads.  Renders ROI positions start ..
+ * (Hr+2, Kr+2, Lr+2), the number of OpenMP threads and image32: if not null, the image
+ * is written there as floats (what the command line writes to disk) and `image` is not
+ * touched.  Renders ROI positions start ..
  * start+n-1; with NBXP_INTERPOLATE the switch and the recording work as in nbxp_render.
  */
 extern "C" void nbxp_render_cpu(
@@ -406,7 +412,7 @@ extern "C" void nbxp_render_cpu(
     int Hr, int Kr, int Lr, int hmin, int kmin, int lmin, int shape, int flags,
     real pixel_size, real subpixel, real close_distance, real distance, real thickstep, real mu,
     real dmin, real kahn, real Na, real Nb, real Nc, real fudge, real default_F, real I_bg, real scale,
-    const real* Fpad, int threads)
+    const real* Fpad, int threads, float* image32)
 {
     using namespace nbxp_cpu;
     if (n <= 0) return;
@@ -432,7 +438,7 @@ extern "C" void nbxp_render_cpu(
     P.G.F = Fgrid; P.G.Hr = Hr; P.G.Kr = Kr; P.G.Lr = Lr;
     P.G.hmin = hmin; P.G.kmin = kmin; P.G.lmin = lmin; P.G.default_F = default_F;
 
-    A.image = image; A.first_oor = first_oor; A.trigger = trigger; A.Fpad = Fpad;
+    A.image = image; A.image32 = image32; A.first_oor = first_oor; A.trigger = trigger; A.Fpad = Fpad;
     A.start = start; A.n = n; A.switch_pixel = switch_pixel; A.switch_sub = switch_sub;
     A.Kp = Kr + 2;
     A.Lp = Lr + 2;
