@@ -308,8 +308,13 @@ def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: in
     """
     xp = exp.xp
     if backend == "cpu":
-        from .kernels.cpu_simd import render_cpu  # the kernel's CPU entry, pixels in SIMD lanes
-        return render_cpu(exp, threads=threads, progress=progress, fast_math=fast_math, float32_image=float32_image)
+        from .kernels import cpu_simd  # the kernel's CPU entry, pixels in SIMD lanes
+        try:
+            return cpu_simd.render_cpu(exp, threads=threads, progress=progress, fast_math=fast_math,
+                                       float32_image=float32_image)
+        except cpu_simd.NativeUnavailable as e:  # chosen, but this experiment is beyond it
+            import logging
+            logging.getLogger("nbxp").warning("nbxp backend: numpy (the CPU kernel cannot render this: %s)", e)
     if getattr(xp, "__name__", "").endswith("cupy"):
         from .gpu import render_kernel  # the CUDA kernel, one thread per pixel (nbxp/kernels)
         return render_kernel(exp, progress=progress)

@@ -197,6 +197,9 @@ def render_cpu(exp, *, threads: int | None = None, progress=None, fast_math: boo
         raise TypeError("the CPU kernel renders NumPy experiments")
     threads = default_threads() if threads is None else max(1, int(threads))
     Fpad = exp.F._padded_grid() if exp.F.count != 0 else np.zeros(1, dtype=exp.dtype)
+    if Fpad.shape[0] >= 2**31:
+        # the kernel indexes the grid with 32-bit lanes (twice the gather width of 64-bit)
+        raise NativeUnavailable(f"an HKL grid of {Fpad.shape[0]} cells is beyond the CPU kernel's 2^31")
     g = exp.geom
     image32 = np.zeros(g.spixels * g.fpixels, dtype=np.float32) if float32_image else None
     kernel = CpuSimdKernel(exp.dtype, np.asarray(Fpad), threads, fast_math, image32)
