@@ -142,10 +142,12 @@ __device__ __forceinline__ real sincg(real x, real N)
     return x == (real)0 ? N : q;
 }
 
-/* 3 (sin x - x cos x)/x^3, 1 at x = 0 (physics.sinc3); unconditional as sincg */
+/* 3 (sin x - x cos x)/x^3, 1 at x = 0 (physics.sinc3); unconditional as sincg.  cos of
+   x + 0 (equal to cos x: it only turns -0 into +0) keeps gcc from fusing the pair into a
+   sincos call, which has no vector form */
 __device__ __forceinline__ real sinc3(real x)
 {
-    const real v = (real)3 * (sin_r(x) / x - cos_r(x)) / (x * x);
+    const real v = (real)3 * (sin_r(x) / x - cos_r(x + (real)0)) / (x * x);
     return x == (real)0 ? (real)1 : v;
 }
 
@@ -225,7 +227,9 @@ __device__ __forceinline__ real lattice_gauss(const Crystal& X, real h, real k, 
 __device__ __forceinline__ real lattice_tophat(const Crystal& X, real h, real k, real l)
 {
     const real NNN = X.Na * X.Nb * X.Nc;
-    return lattice_rad(X, h, k, l) * X.fudge < (real)0.3969 ? NNN : (real)0;
+    /* NNN or 0 (NNN is finite and positive): a product rather than a select, which the CPU
+       build's running-product lane loop would not vectorise */
+    return NNN * (real)(lattice_rad(X, h, k, l) * X.fudge < (real)0.3969);
 }
 
 /* F_latt for fractional Miller indices (physics.lattice_factor) */
