@@ -44,17 +44,13 @@ def _writable(path: str, flag: str) -> None:
 
 
 def run(argv: list[str], out=sys.stdout) -> int:
-    from . import images
     from .api import resolve_namespace
     from .io.fdump import write_fdump
-    from .io.pgm import write_pgm
     from .io import atomic_write
-    from .io.smv import nanobragg_header, write_smv
-    from .engine import render, rendered_mask
+    from .engine import render
     from .experiment import build_experiment
     from .flags import parse_args
     from .report import summary_lines
-    from .stats import image_stats
 
     parsed = parse_args(argv)
     s, cfg = parsed.state, parsed.config
@@ -104,6 +100,25 @@ def run(argv: list[str], out=sys.stdout) -> int:
         for line in trace_lines(cfg, ts, tf, interpolation_trigger=None if interp.trigger is None else interp.trigger[0],
                                 image_value=float(img32[ts, tf])):
             p(line)
+    # files are written on a second thread (write() releases the GIL) while the statistics
+    # and integer images are computed; each write stays atomic, and every one has ended
+    # (or raised) before run() returns
+    from concurrent.futures import ThreadPoolExecutor
+    writer = ThreadPoolExecutor(max_workers=1)
+    try:
+        return _finish(s, cfg, exp, img32, p, writer, [writer.submit(atomic_write, s.floatfile, img32)])
+    finally:
+        writer.shutdown(wait=True)
+
+
+def _finish(s, cfg, exp, img32, p, writer, writes) -> int:
+    """Statistics, the integer, PGM and noise images and their files, after the float image
+    (its write already submitted to ``writer``)."""
+    from . import images
+    from .engine import rendered_mask
+    from .io.pgm import write_pgm
+    from .io.smv import nanobragg_header, write_smv
+    from .stats import image_stats
     rendered = rendered_mask(exp)
     fmin, fmax, smin, smax = exp.roi
     st = image_stats(img32, rendered, exp.roi, exp.geom.pixel_size, exp.oversample)
@@ -111,24 +126,25 @@ def run(argv: list[str], out=sys.stdout) -> int:
     box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
     p("")
     p(f"writing {s.floatfile} as {img32.size} 4-byte floats")
-    atomic_write(s.floatfile, img32)
     for line in st.lines():
         p(line)
     header = nanobragg_header(header_values(exp))
     scale = images.int_scale(s.intfile_scale, st.max_I)
     p(f"intfile_scale = {scale:g}")
     p(f"writing {s.intfile} as 2-byte integers")
-    write_smv(s.intfile, images.int_image(img32, box, scale, s.adc), header)
+    writes.append(writer.submit(write_smv, s.intfile, images.int_image(img32, box, scale, s.adc), header))
     if s.write_pgm:
         pscale = images.pgm_scale(s.pgm_scale, scale, st.rmsd)
         p(f"pgm_scale = {pscale:g}")
         p(f"writing {s.pgmfile} as 1-byte integers")
-        write_pgm(s.pgmfile, images.pgm_image(img32, box, pscale), pscale)
+        writes.append(writer.submit(write_pgm, s.pgmfile, images.pgm_image(img32, box, pscale), pscale))
     if s.calculate_noise:
         noisy, photons, overloads = images.noise_image(img32, box, cfg.seed, s.adc)
         p(f"{photons:.0f} photons on noise image ({overloads} overloads)")
         p(f"writing {s.noisefile} as 2-byte integers")
-        write_smv(s.noisefile, noisy, header)
+        writes.append(writer.submit(write_smv, s.noisefile, noisy, header))
+    for w in writes:
+        w.result()  # a failed write raises here, as it did inline
     return 0
 
 
