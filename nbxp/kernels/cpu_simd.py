@@ -126,10 +126,13 @@ def library(dtype, fast_math: bool | None = None) -> ctypes.CDLL:
     flags = [*cmd, *BASE_FLAGS, *(FAST_FLAGS if fast else EXACT_FLAGS), "-include", str(HEADER),
              f"-DNBXP_REAL={key[0]}"]
     errors = []
-    # libmvec (glibc's vector math) for the transcendental shapes; without it, scalar calls
-    for defines, libs in (([], ["-lmvec", "-lm"]), (["-DNBXP_NO_VECTOR_MATH"], ["-lm"])):
+    # libmvec (glibc's vector math) for the transcendental shapes; without it, scalar calls;
+    # without an OpenMP runtime (clang lacking libomp), one thread with the SIMD pragmas kept
+    serial = [f for f in flags if f != "-fopenmp"] + ["-fopenmp-simd"]
+    for cmd_flags, libs in ((flags, ["-lmvec", "-lm"]), (flags + ["-DNBXP_NO_VECTOR_MATH"], ["-lm"]),
+                            (serial + ["-DNBXP_NO_VECTOR_MATH"], ["-lm"])):
         try:
-            path = compile_cached(flags + defines, code, f"render-{key[0]}", subdir="cpu-kernels", libs=libs,
+            path = compile_cached(cmd_flags, code, f"render-{key[0]}", subdir="cpu-kernels", libs=libs,
                                   key_extra=extra)
             lib = ctypes.CDLL(str(path))
             break
