@@ -45,45 +45,82 @@ def resolve_dtype(xp, dtype=None):
     return dtype
 
 
-def backend_namespace(xp=None, backend: str | None = None):
-    """The array module to simulate on, from ``xp`` and/or ``backend`` ('auto', 'numpy' or
-    'cupy'; see :func:`nbxp.gpu.choose_backend`).  'auto' picks CuPy only when a usable GPU is
-    present and logs which it used (logger ``nbxp``); 'cupy' without one raises
-    :class:`nbxp.gpu.BackendError`.  Given both, they must agree ('auto' defers to ``xp``)."""
+def backend_namespace(xp=None, backend: str | None = None, dtype=None):
+    """The array module to simulate on, from ``xp`` and/or ``backend`` ('auto', 'numpy', 'cpu'
+    or 'cupy'; see :func:`nbxp.gpu.choose_backend`).  'auto' picks CuPy only when a usable GPU
+    is present, else the compiled CPU kernel, and logs which it used (logger ``nbxp``);
+    'cupy' without a GPU, or 'cpu' without a compiler, raises :class:`nbxp.gpu.BackendError`.
+    Given both, they must agree ('auto' defers to ``xp``)."""
+    return _backend_choice(xp, backend, dtype)[0]
+
+
+def _backend_choice(xp=None, backend: str | None = None, dtype=None):
+    """(array module or None, renderer 'cpu' or None) for :func:`simulate`."""
     if backend is None:
-        return xp
+        if xp is not None:
+            return xp, None
+        # the library default: the compiled CPU kernel where it can be built, else the
+        # NumPy engine; never the GPU unasked (the image stays a NumPy array)
+        from .gpu import choose_backend, log
+        name, why = choose_backend("auto", _np_dtype(dtype), gpu=False)
+        log.info("nbxp backend: %s (%s)", name, why)
+        return np, ("cpu" if name == "cpu" else None)
     from .gpu import BackendError, choose_backend, is_cupy, log
     if xp is not None and str(backend).lower() == "auto":
-        return xp
-    name, why = choose_backend(backend)
+        return xp, None
+    name, why = choose_backend(backend, _np_dtype(dtype))
     if xp is not None and is_cupy(resolve_namespace(xp)) != (name == "cupy"):
         raise BackendError(f"backend={backend!r} contradicts xp={getattr(xp, '__name__', xp)!r}")
+    if xp is not None and name == "cpu" and getattr(resolve_namespace(xp), "__name__", "") != "numpy":
+        raise BackendError(f"backend='cpu' renders NumPy arrays; it contradicts xp={getattr(xp, '__name__', xp)!r}")
     log.info("nbxp backend: %s (%s)", name, why)
     if xp is not None:
-        return xp
+        return xp, ("cpu" if name == "cpu" else None)
     if name == "cupy":
         import cupy
-        return cupy
-    return np
+        return cupy, None
+    return np, ("cpu" if name == "cpu" else None)
+
+
+def _np_dtype(dtype):
+    if dtype is None:
+        return np.float64
+    if isinstance(dtype, str):
+        return np.dtype(dtype)
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.float64
 
 
 def simulate(config: SimConfig, *, xp=None, dtype=None, backend: str | None = None,
-             threads: int | None = None, tile_bytes: int | None = None, experiment_out: list | None = None):
+             threads: int | None = None, tile_bytes: int | None = None, experiment_out: list | None = None,
+             fast_math: bool | None = None):
     """The float image (photons per pixel) of ``config``, shape (spixels, fpixels).
 
-    ``xp``: ``numpy`` (default), ``cupy`` or any array-API namespace; the image is an array of
-    that namespace (on the device for CuPy, rendered by the CUDA kernel).  ``backend``:
-    'numpy', 'cupy' or 'auto' (CuPy when a usable GPU is present), instead of ``xp``.
-    ``dtype``: float64 (default) or float32.
-    ``threads``: CPU worker threads (default: every core); ``tile_bytes``: memory for one
-    tile's temporaries (default :data:`nbxp.engine.DEFAULT_TILE_BYTES`); neither changes the
-    image.
+    Which code renders it:
+
+    - neither ``xp`` nor ``backend`` (the default): the compiled CPU kernel
+      (:mod:`nbxp.kernels.cpu_simd`) where a C++ compiler builds it, else the NumPy engine;
+      a NumPy array either way;
+    - ``xp``: the array-API engine on that namespace (``numpy``, ``array_api_strict``,
+      torch, JAX, ...: passing ``xp=numpy`` explicitly selects the NumPy engine, nbxp's
+      specification), or the CUDA kernel for ``cupy`` (the image stays on the device);
+    - ``backend``: 'numpy' (the engine), 'cpu' (the compiled kernel; error without a
+      compiler), 'cupy' or 'auto' (CuPy on a usable GPU, else 'cpu', else 'numpy').
+
+    ``dtype``: float64 (default) or float32.  ``threads``: CPU worker threads (default:
+    every core); ``tile_bytes``: memory for one tile's temporaries in the NumPy engine
+    (default :data:`nbxp.engine.DEFAULT_TILE_BYTES`); neither changes the image.
+    ``fast_math``: the CPU kernel built with FMA contraction (default: ``$NBXP_FAST_MATH``).
     ``experiment_out``: if a list is given, the resolved :class:`Experiment` is appended.
     """
-    ns = resolve_namespace(backend_namespace(xp, backend))
+    module, renderer = _backend_choice(xp, backend, dtype)
+    ns = resolve_namespace(module)
     dt = resolve_dtype(ns, dtype)
     exp = build_experiment(config, xp=ns, dtype=dt)
-    img, _ = render(exp, threads=threads, **({} if tile_bytes is None else {"tile_bytes": int(tile_bytes)}))
+    kw = {} if tile_bytes is None else {"tile_bytes": int(tile_bytes)}
+    img, _ = render(exp, threads=threads, backend=renderer, fast_math=fast_math, **kw)
     if experiment_out is not None:
         experiment_out.append(exp)
     return img

@@ -34,16 +34,12 @@ def _writable(path: str, flag: str) -> None:
 
 
 def run(argv: list[str], out=None) -> int:
-    from . import images
     from .api import resolve_namespace
-    from .io.pgm import write_pgm
     from .io import atomic_write
-    from .io.smv import nanobragg_header, write_smv
-    from .engine import render, rendered_mask
+    from .engine import render
     from .experiment import build_experiment
     from .flags import parse_args
     from .report import summary_lines
-    from .stats import image_stats
 
     out = sys.stdout if out is None else out  # looked up per call, so a redirected stdout is honoured
     parsed = parse_args(argv)
@@ -60,7 +56,7 @@ def run(argv: list[str], out=None) -> int:
         from .trace import check_pixel
         check_pixel(cfg, *s.trace_pixel)
     from .gpu import choose_backend, to_host_float32
-    backend, why = choose_backend(s.backend)
+    backend, why = choose_backend(s.backend, s.dtype)
     xp = resolve_namespace(__import__("cupy") if backend == "cupy" else np)
     domains = cfg.crystal.mosaic_domains or 0
     if domains > SLOW_DOMAINS and s.progress and sys.stderr.isatty() and (cfg.crystal.mosaic_spread or 0) > 0:
@@ -78,7 +74,8 @@ def run(argv: list[str], out=None) -> int:
     out.flush()
     with progress_bar(exp, s.progress) as tick:
         tile = {} if s.tile_mb is None else {"tile_bytes": int(s.tile_mb * 2**20)}
-        img, interp = render(exp, threads=s.threads, progress=tick, **tile)
+        img, interp = render(exp, threads=s.threads, progress=tick, backend=backend,
+                             fast_math=True if s.fast_math else None, float32_image=True, **tile)
     if interp.trigger is not None:
         _, h, k, l, h0, k0, l0 = interp.trigger
         p(f"WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: {h:g},{k:g},{l:g},{h0},{k0},{l0} ")
@@ -97,6 +94,25 @@ def run(argv: list[str], out=None) -> int:
         for line in trace_lines(cfg, ts, tf, interpolation_trigger=None if interp.trigger is None else interp.trigger[0],
                                 image_value=float(img32[ts, tf])):
             p(line)
+    # files are written on a second thread (write() releases the GIL) while the statistics
+    # and integer images are computed; each write stays atomic, and every one has ended
+    # (or raised) before run() returns
+    from concurrent.futures import ThreadPoolExecutor
+    writer = ThreadPoolExecutor(max_workers=1)
+    try:
+        return _finish(s, cfg, exp, img32, p, writer, [writer.submit(atomic_write, s.floatfile, img32)])
+    finally:
+        writer.shutdown(wait=True)
+
+
+def _finish(s, cfg, exp, img32, p, writer, writes) -> int:
+    """Statistics, the integer, PGM and noise images and their files, after the float image
+    (its write already submitted to ``writer``)."""
+    from . import images
+    from .engine import rendered_mask
+    from .io.pgm import write_pgm
+    from .io.smv import nanobragg_header, write_smv
+    from .stats import image_stats
     rendered = rendered_mask(exp)
     fmin, fmax, smin, smax = exp.roi
     st = image_stats(img32, rendered, exp.roi, exp.geom.pixel_size, exp.oversample)
@@ -105,24 +121,25 @@ def run(argv: list[str], out=None) -> int:
     p("")
     _write_structure_factors(s, cfg, p)
     p(f"writing {s.floatfile} as {img32.size} 4-byte floats")
-    atomic_write(s.floatfile, img32)
     for line in st.lines():
         p(line)
     header = nanobragg_header(header_values(exp))
     scale = images.int_scale(s.intfile_scale, st.max_I)
     p(f"intfile_scale = {scale:g}")
     p(f"writing {s.intfile} as 2-byte integers")
-    write_smv(s.intfile, images.int_image(img32, box, scale, s.adc), header)
+    writes.append(writer.submit(write_smv, s.intfile, images.int_image(img32, box, scale, s.adc), header))
     if s.write_pgm:
         pscale = images.pgm_scale(s.pgm_scale, scale, st.rmsd)
         p(f"pgm_scale = {pscale:g}")
         p(f"writing {s.pgmfile} as 1-byte integers")
-        write_pgm(s.pgmfile, images.pgm_image(img32, box, pscale), pscale)
+        writes.append(writer.submit(write_pgm, s.pgmfile, images.pgm_image(img32, box, pscale), pscale))
     if s.calculate_noise:
         noisy, photons, overloads = images.noise_image(img32, box, cfg.seed, s.adc)
         p(f"{photons:.0f} photons on noise image ({overloads} overloads)")
         p(f"writing {s.noisefile} as 2-byte integers")
-        write_smv(s.noisefile, noisy, header)
+        writes.append(writer.submit(write_smv, s.noisefile, noisy, header))
+    for w in writes:
+        w.result()  # a failed write raises here, as it did inline
     return 0
 
 
@@ -132,7 +149,6 @@ def run_series(parsed, out=sys.stdout) -> int:
     from .flags import UsageError
     from .gpu import choose_backend
     from .io import dataset
-    from .api import resolve_namespace
     from .report import summary_lines
     from .series import prepare_series
 
@@ -148,10 +164,9 @@ def run_series(parsed, out=sys.stdout) -> int:
     inputs = [s.hklfile, s.pdbfile, s.matfile, s.imgfile, s.maskfile, s.sourcefile, s.stolfile, "Fdump.bin"]
     outputs = dataset.plan(requests, n, inputs, s.truth)
     _check_write_hkl(s)
-    backend, why = choose_backend(s.backend)
-    xp = resolve_namespace(__import__("cupy") if backend == "cupy" else np)
-    series = prepare_series(cfg, frames=s.frames, stills=s.stills, orientation_seed=s.orientation_seed, xp=xp,
-                            dtype=getattr(xp, s.dtype))
+    backend, why = choose_backend(s.backend, s.dtype)
+    series = prepare_series(cfg, frames=s.frames, stills=s.stills, orientation_seed=s.orientation_seed,
+                            backend=backend, dtype=s.dtype, fast_math=True if s.fast_math else None)
     dataset.check_geometry(outputs, series.exp)
     if s.truth is not None:
         from .io import expt
@@ -181,7 +196,7 @@ def run_series(parsed, out=sys.stdout) -> int:
     with dataset.SeriesWriter(series, outputs, scale=s.intfile_scale, pgm_scale=s.pgm_scale, adc=s.adc,
                               adc_given=s.adc_given) as writer, frame_bar(n, s.progress) as bar:
         say = p if bar is None else (lambda line: bar.write(line, file=out))
-        for frame in series.frames(threads=s.threads, **tile):
+        for frame in series.frames(threads=s.threads, float32_image=True, **tile):
             rep = writer.write(frame)
             line = (f"frame {frame.index + 1}/{n}: phi {frame.phi * rtd:g} deg, max_I {rep.stats.max_I:g}, "
                     f"noise seed {frame.seed}")

@@ -290,7 +290,8 @@ def tiles(exp: Experiment, tile_pixels: int):
 
 
 def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: int | None = None,
-           progress=None):
+           progress=None, backend: str | None = None, fast_math: bool | None = None,
+           float32_image: bool = False):
     """The float image (spixels, fpixels) in ``exp.dtype`` on ``exp.xp``, and the state of
     interpolation at the end (for the one-time fallback warning).
 
@@ -299,8 +300,21 @@ def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: in
     gathered in tile order, so the image does not depend on the thread count.  A run with
     interpolation on goes tile by tile in order: where interpolation switches off depends
     on every evaluation before it.  ``progress(n)`` is called with each tile's pixel count.
+
+    ``backend='cpu'``: the compiled CPU kernel renders instead (same contract, same image;
+    :func:`nbxp.kernels.cpu_simd.render_cpu`; ``fast_math`` picks its build, and with
+    ``float32_image`` it returns the image rounded to float32, what the command line writes,
+    without holding a float64 image); a CuPy experiment always goes to the CUDA kernel.
     """
     xp = exp.xp
+    if backend == "cpu":
+        from .kernels import cpu_simd  # the kernel's CPU entry, pixels in SIMD lanes
+        try:
+            return cpu_simd.render_cpu(exp, threads=threads, progress=progress, fast_math=fast_math,
+                                       float32_image=float32_image)
+        except cpu_simd.NativeUnavailable as e:  # chosen, but this experiment is beyond it
+            import logging
+            logging.getLogger("nbxp").warning("nbxp backend: numpy (the CPU kernel cannot render this: %s)", e)
     if getattr(xp, "__name__", "").endswith("cupy"):
         from .gpu import render_kernel  # the CUDA kernel, one thread per pixel (nbxp/kernels)
         return render_kernel(exp, progress=progress)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .physics import SHAPE_GAUSS, SHAPE_ROUND, SHAPE_SQUARE, SHAPE_TOPHAT, polar
 
 log = logging.getLogger("nbxp")
 
-BACKENDS = ("auto", "numpy", "cupy")
+BACKENDS = ("auto", "numpy", "cpu", "cupy")
 #: threads per block: the kernel's __launch_bounds__ (a multiple of the warp size)
 BLOCK = kernels.constants()["NBXP_MAX_BLOCK"]
 #: sub-path evaluations per launch (about 0.1 s of GPU time at most), and pixel bounds
@@ -59,22 +60,55 @@ def usable_gpu() -> bool:
     return gpu_status()[0]
 
 
-def choose_backend(backend: str | None) -> tuple[str, str]:
-    """``(name, reason)``: 'numpy' or 'cupy' for a requested backend 'auto', 'numpy' or
-    'cupy' (None means 'numpy').  Asking for 'cupy' without a usable GPU raises
-    :class:`BackendError`."""
+def cpu_kernel_status(dtype=None) -> tuple[bool, str]:
+    """(usable, why) for the compiled CPU kernel (:mod:`nbxp.kernels.cpu_simd`); with a
+    ``dtype`` it is built for that precision now (once per machine: it is cached)."""
+    from .kernels import cpu_simd
+    why = cpu_simd.why_unavailable()
+    if why is None and dtype is not None:
+        try:
+            cpu_simd.library(dtype)
+        except cpu_simd.NativeUnavailable as e:
+            why = str(e)
+    if why is not None:
+        return False, why
+    return True, f"built with {os.path.basename(cpu_simd.compiler()[0])}"
+
+
+def choose_backend(backend: str | None, dtype=None, *, gpu: bool = True) -> tuple[str, str]:
+    """``(name, reason)``: 'numpy', 'cpu' or 'cupy' for a requested backend 'auto', 'numpy',
+    'cpu' or 'cupy' (None means 'numpy').
+
+    'auto' takes CuPy on a usable GPU (not with ``gpu=False``), else the compiled CPU kernel
+    where a C++ compiler builds it (for ``dtype``, when given), else the NumPy engine; the
+    reason says why.  Asking for 'cupy' without a usable GPU, or 'cpu' where the kernel
+    cannot be built, raises :class:`BackendError`."""
     backend = "numpy" if backend is None else str(backend).lower()
     if backend not in BACKENDS:
         raise BackendError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "numpy":
         return "numpy", "requested"
-    ok, why = gpu_status()
+    if backend == "cpu":
+        ok, why = cpu_kernel_status(dtype)
+        if not ok:
+            raise BackendError(f"--backend cpu: the compiled CPU kernel is not available: {why}")
+        return "cpu", "requested"
+    if backend == "cupy" or gpu:
+        ok, why = gpu_status()
+    else:
+        ok, why = False, "not asked for"
     if backend == "cupy":
         if not ok:
             raise BackendError(f"--backend cupy: no usable GPU: {why} (pip install \"nbxp[gpu]\" on a machine "
                                "with an NVIDIA GPU and driver)")
         return "cupy", "requested"
-    return ("cupy", f"auto: {why}") if ok else ("numpy", f"auto: no usable GPU: {why}")
+    if ok:
+        return "cupy", f"auto: {why}"
+    cpu_ok, cpu_why = cpu_kernel_status(dtype)
+    head = f"auto: no usable GPU: {why}" if gpu else "auto"
+    if cpu_ok:
+        return "cpu", f"{head}; CPU kernel {cpu_why}"
+    return "numpy", f"{head}; no CPU kernel: {cpu_why}"
 
 
 def is_cupy(xp) -> bool:
@@ -148,17 +182,22 @@ def device_buffers(exp) -> dict:
                 orient=xp.reshape(exp.orient, (-1,)), frame=frame, mask=mask)
 
 
-def render_kernel(exp, *, raw_module=None, progress=None, block: int = BLOCK, chunk: int | None = None):
+def render_kernel(exp, *, raw_module=None, progress=None, block: int = BLOCK, chunk: int | None = None,
+                  kernel=None):
     """The float image (spixels, fpixels) of ``exp`` from the CUDA kernel, as an array of
     ``exp.xp``, and the :class:`~nbxp.engine.InterpolationState` at the end.
 
     ``raw_module``: the RawModule class (default ``cupy.RawModule``; the tests pass the CPU
     stand-in).  ``chunk``: pixels per launch (default: about 2^28 sub-path evaluations).
     ``progress(n)`` is called after each launch with the pixels it rendered.
+    ``kernel``: a compiled kernel with ``cupy.RawKernel``'s calling convention to launch
+    instead of ``nbxp_render`` from ``raw_module`` (the CPU entry,
+    :class:`nbxp.kernels.cpu_simd.CpuSimdKernel`).
     """
     xp, dt, g = exp.xp, exp.dtype, exp.geom
     real = np.float32 if kernels.real_name(dt) == "float" else np.float64
-    kernel = kernels.get_kernel(dt, raw_module)
+    if kernel is None:
+        kernel = kernels.get_kernel(dt, raw_module)
     c = kernels.constants()
     buf = device_buffers(exp)
     f0, s0, w, h = roi_box(exp)

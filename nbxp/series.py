@@ -113,6 +113,10 @@ class Series:
     count: int
     seed: int
     orientation_seed: int | None = None
+    #: 'cpu': frames are rendered by the compiled CPU kernel (as :func:`nbxp.simulate` chose
+    #: it); None: by ``exp``'s namespace (the array-API engine, or the CUDA kernel on CuPy)
+    renderer: str | None = None
+    fast_math: bool | None = None
 
     @property
     def phi0(self) -> float:
@@ -159,11 +163,13 @@ class Series:
         return dataclasses.replace(e, orient=orient, orient_rows=rows, sampling=sampling)
 
     def frame(self, index: int, *, threads: int | None = None, tile_bytes: int | None = None,
-              progress=None) -> Frame:
-        """Render frame ``index`` (0-based)."""
+              progress=None, float32_image: bool = False) -> Frame:
+        """Render frame ``index`` (0-based); ``float32_image``: the image rounded to float32
+        (what files hold), without a float64 image where the renderer allows it."""
         from .engine import render
         e = self.frame_experiment(index)
-        img, interp = render(e, threads=threads, progress=progress,
+        img, interp = render(e, threads=threads, progress=progress, backend=self.renderer, fast_math=self.fast_math,
+                             float32_image=float32_image,
                              **({} if tile_bytes is None else {"tile_bytes": int(tile_bytes)}))
         return Frame(index=index, image=img, phi=self.frame_phi(index), osc=self.osc,
                      rotation=self.frame_rotation(index), seed=frame_seed(self.seed, index), interpolation=interp)
@@ -200,31 +206,34 @@ def check_request(config: SimConfig, frames: int | None, stills: int | None, ori
 
 
 def prepare_series(config: SimConfig, *, frames: int | None = None, stills: int | None = None,
-                   orientation_seed: int | None = None, xp=None, dtype=None, backend: str | None = None) -> Series:
+                   orientation_seed: int | None = None, xp=None, dtype=None, backend: str | None = None,
+                   fast_math: bool | None = None) -> Series:
     """Build the shared set-up of a series (once) and return the :class:`Series`.
 
     ``frames``: a rotation scan of that many frames of -osc each; ``stills``: that many still
     shots, uniformly random orientations from ``orientation_seed`` (default: the noise
-    seed).  ``xp``/``dtype``/``backend`` as in :func:`nbxp.simulate`."""
-    from .api import backend_namespace, resolve_dtype, resolve_namespace
+    seed).  ``xp``/``dtype``/``backend``/``fast_math`` as in :func:`nbxp.simulate` (by
+    default the compiled CPU kernel renders, else the NumPy engine)."""
+    from .api import _backend_choice, resolve_dtype, resolve_namespace
     check_request(config, frames, stills, orientation_seed)
-    ns = resolve_namespace(backend_namespace(xp, backend))
+    module, renderer = _backend_choice(xp, backend, dtype)
+    ns = resolve_namespace(module)
     exp = build_experiment(config, xp=ns, dtype=resolve_dtype(ns, dtype))
     seed = int(config.seed)
     if frames is not None:
         if not exp.sampling.osc > 0.0:
             raise SeriesError("--frames: a rotation scan needs an oscillation per frame (-osc DEG)")
-        return Series(config, exp, ROTATION, int(frames), seed)
+        return Series(config, exp, ROTATION, int(frames), seed, renderer=renderer, fast_math=fast_math)
     oseed = abs(seed) if orientation_seed is None else int(orientation_seed)
     if oseed < 0:
         raise SeriesError(f"--orientation-seed: expected a non-negative integer, got {orientation_seed!r}")
-    return Series(config, exp, STILLS, int(stills), seed, oseed)
+    return Series(config, exp, STILLS, int(stills), seed, oseed, renderer=renderer, fast_math=fast_math)
 
 
 def simulate_series(config: SimConfig, *, frames: int | None = None, stills: int | None = None,
                     orientation_seed: int | None = None, indices: Iterable[int] | None = None, xp=None,
                     dtype=None, backend: str | None = None, threads: int | None = None,
-                    tile_bytes: int | None = None) -> Iterator[Frame]:
+                    tile_bytes: int | None = None, fast_math: bool | None = None) -> Iterator[Frame]:
     """The frames of a rotation scan (``frames=N``) or of still shots (``stills=N``), as
     :class:`Frame` records, rendered one by one as the iterator is advanced (memory does not
     grow with the number of frames).  ``indices``: only those frames (0-based), identical
@@ -234,5 +243,5 @@ def simulate_series(config: SimConfig, *, frames: int | None = None, stills: int
     ...     f.index, f.image.shape, f.metadata
     """
     s = prepare_series(config, frames=frames, stills=stills, orientation_seed=orientation_seed, xp=xp,
-                       dtype=dtype, backend=backend)
+                       dtype=dtype, backend=backend, fast_math=fast_math)
     return s.frames(indices, threads=threads, tile_bytes=tile_bytes)

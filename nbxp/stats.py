@@ -34,8 +34,13 @@ def image_stats(img32: np.ndarray, rendered: np.ndarray, roi, pixel_size: float,
     # in blocks of rows, in float64 as nanoBragg accumulates: bounded temporaries
     n, total, sumsq = 0, 0.0, 0.0
     max_I, at = 0.0, None  # strictly greater: the first brightest pixel in pixel order wins
+    # (the same values in the same order as a masked float64 copy of each block: a fully
+    # rendered block skips the mask's copy, and the squares are taken in place after the
+    # sum, so the sums are bitwise those of the plain expressions)
     for rows in row_blocks(img32.shape):
-        vals = img32[rows].astype(np.float64)[rendered[rows]]
+        r = rendered[rows]
+        vals = img32[rows].astype(np.float64)
+        vals = vals.reshape(-1) if r.all() else vals[r]
         if vals.size == 0:
             continue
         k = int(np.argmax(vals))
@@ -44,7 +49,8 @@ def image_stats(img32: np.ndarray, rendered: np.ndarray, roi, pixel_size: float,
             at = (rows.start, rows.stop, k)
         n += vals.size
         total += float(np.sum(vals))
-        sumsq += float(np.sum(vals * vals))
+        np.multiply(vals, vals, out=vals)
+        sumsq += float(np.sum(vals))
     mx, my = 0.0, 0.0
     if at is not None:
         r0, r1, k = at
@@ -61,7 +67,8 @@ def image_stats(img32: np.ndarray, rendered: np.ndarray, roi, pixel_size: float,
     m = box.size
     dev2 = 0.0
     for rows in row_blocks(box.shape):
-        d = box[rows].astype(np.float64) - avg
-        dev2 += float(np.sum(d * d))
+        d = np.subtract(box[rows], avg, dtype=np.float64)  # float32 -> float64 exactly, then - avg
+        np.multiply(d, d, out=d)
+        dev2 += float(np.sum(d))
     rmsd = math.sqrt(dev2 / ((m if m > 1 else 2) - 1))
     return ImageStats(max_I, mx, my, avg, rms, rmsd)

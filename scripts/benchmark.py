@@ -119,16 +119,16 @@ def warm_times(options: list[str], args: list[str], repeats: int, env: dict) -> 
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def series_row(c_bin: str | None, frames: int, threads: int, env: dict) -> dict:
+def series_row(c_bin: str | None, frames: int, threads: int, env: dict, backend: str = "cpu") -> dict:
     """One ``nbxp --frames`` command against ``frames`` nanoBragg runs of the same frames, both
     writing the float and the SMV image of every frame: wall times, throughput (frames/s) and
     the correlation of the middle frame's float images."""
     args = SERIES.split()
     osc = float(args[args.index("-osc") + 1])
-    out = {"case": f"series_{frames}x512", "frames": frames, "threads": threads}
+    out = {"case": f"series_{frames}x512", "frames": frames, "threads": threads, "backend": backend}
     mid = frames // 2
     with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-m", "nbxp", *args, "--frames", str(frames), "--backend", "numpy", "--threads",
+        cmd = [sys.executable, "-m", "nbxp", *args, "--frames", str(frames), "--backend", backend, "--threads",
                str(threads), "-nonoise", "-nopgm", "-noprogress", "-floatfile", "f_###.bin", "-intfile", "i_###.img"]
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=d, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -150,6 +150,39 @@ def series_row(c_bin: str | None, frames: int, threads: int, env: dict) -> dict:
     return out
 
 
+def render_times(options: list[str], args: list[str], repeats: int, env: dict) -> list[float]:
+    """Wall times (s) of the render alone (``nbxp.engine.render`` with the command's backend,
+    precision and threads: no flags, files or statistics), ``repeats`` runs in one process
+    after an untimed one."""
+    code = ("import json, sys, time\n"
+            "import numpy as np\n"
+            "from nbxp.flags import parse_args\n"
+            "from nbxp.gpu import choose_backend\n"
+            "from nbxp.api import resolve_namespace\n"
+            "from nbxp.experiment import build_experiment\n"
+            "from nbxp.engine import render\n"
+            "p = parse_args(json.loads(sys.argv[1])); s = p.state\n"
+            "backend, _ = choose_backend(s.backend, s.dtype)\n"
+            "xp = resolve_namespace(__import__('cupy') if backend == 'cupy' else np)\n"
+            "exp = build_experiment(p.config, xp=xp, dtype=getattr(xp, s.dtype))\n"
+            "def one():\n"
+            "    t0 = time.perf_counter(); img, _ = render(exp, threads=s.threads, backend=backend,\n"
+            "        fast_math=True if s.fast_math else None)\n"
+            "    float(img[0, 0]); return time.perf_counter() - t0\n"
+            "one()\n"
+            "print(json.dumps([one() for _ in range(int(sys.argv[2]))]))\n")
+    full = args + COMMON + options
+    with tempfile.TemporaryDirectory() as d:
+        for f in os.listdir(INPUTS):
+            if f in args:
+                shutil.copy(INPUTS / f, d)
+        p = subprocess.run([sys.executable, "-c", code, json.dumps(full), str(repeats)], cwd=d, env=env,
+                           capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"nbxp render timing failed: {p.stderr[-300:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--c-bin", help="nanoBragg binary to compare with")
@@ -161,15 +194,23 @@ def main() -> int:
     ap.add_argument("--series", type=int, default=0, metavar="N",
                     help="also time a rotation scan of N 512x512 frames (one nbxp --frames command against N "
                          "nanoBragg runs); with --only series, that row alone")
+    ap.add_argument("--backends", default="cpu,numpy",
+                    help="nbxp CPU backends to time, comma-separated: cpu (the compiled kernel), numpy "
+                         "(the array-API engine); default both")
     a = ap.parse_args()
     threads = a.threads or len(os.sched_getaffinity(0))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     programs = {}
     if a.c_bin:
         programs["nanoBragg"] = [a.c_bin]
-    for dt in ("float64", "float32"):
-        programs[f"nbxp {dt}"] = [sys.executable, "-m", "nbxp", "--backend", "numpy", "--dtype", dt,
-                                  "--threads", str(threads)]
+    # "nbxp float64" (the NumPy engine) is the image every other is compared with, when it runs
+    backends = [b for b in ("cpu", "numpy") if b in a.backends.split(",")]
+    for backend in backends:
+        for dt in ("float64", "float32"):
+            # "nbxp float64" (the NumPy engine) is the reference every image is compared with
+            name = f"nbxp {dt}" if backend == "numpy" else f"nbxp-{backend} {dt}"
+            programs[name] = [sys.executable, "-m", "nbxp", "--backend", backend, "--dtype", dt,
+                              "--threads", str(threads)]
     from nbxp.gpu import usable_gpu
     if usable_gpu():  # every backend available: the GPU rows beside the CPU ones
         for dt in ("float64", "float32"):
@@ -177,7 +218,7 @@ def main() -> int:
     names = [n for n in CASES if not a.only or n in a.only.split(",")]
     results = []
     if a.series:
-        row = series_row(a.c_bin, a.series, threads, env)
+        row = series_row(a.c_bin, a.series, threads, env, backend=backends[0] if backends else "numpy")
         print(json.dumps(row), flush=True)
         Path(a.json).with_name(Path(a.json).stem + "_series.json").write_text(json.dumps(row, indent=1))
         if a.only == "series":
@@ -188,36 +229,45 @@ def main() -> int:
         for _ in range(a.repeats):
             for prog, cmd in programs.items():  # alternate programs within each repeat
                 runs[prog].append(run_once(cmd, args, env))
-        ref_prog = "nanoBragg" if "nanoBragg" in runs else "nbxp float64"
+        ref_prog = "nanoBragg" if "nanoBragg" in runs else next(iter(runs))
         ref_img = runs[ref_prog][0]["image"]
         ref_time = statistics.median(r["wall"] for r in runs[ref_prog])
         warm = {p: (statistics.median(warm_times(programs[p][3:], args, a.repeats, env))
                     if p.startswith("nbxp") else statistics.median(r["wall"] for r in runs[p])) for p in runs}
+        render = {p: statistics.median(render_times(programs[p][3:], args, a.repeats, env))
+                  for p in runs if p.startswith("nbxp")}
         for prog, rs in runs.items():
             t = statistics.median(r["wall"] for r in rs)
             img = rs[0]["image"]
             corr = _corr(img, ref_img)
             results.append({"case": name, "program": prog, "threads": threads, "median_s": round(t, 3),
                             "warm_median_s": round(warm[prog], 3),
+                            # the render alone (nanoBragg: its whole run, nearly all render)
+                            "render_s": round(render.get(prog, ref_time if prog == ref_prog else t), 3),
+                            "render_ratio_vs_" + ref_prog.replace(" ", "_"):
+                                round(ref_time / render.get(prog, ref_time if prog == ref_prog else t), 2),
                             "warm_ratio_vs_" + ref_prog.replace(" ", "_"): round(warm[ref_prog] / warm[prog], 3),
                             "ratio_vs_" + ref_prog.replace(" ", "_"): round(ref_time / t, 3),
                             "peak_rss_mb": round(max(r["rss_mb"] for r in rs), 1),
                             "corr_vs_" + ref_prog.replace(" ", "_"): corr,
                             # float32 against float64 separates precision from nanoBragg's own
                             # defects (its phi = 0 carry-over in the Pilatus frame)
-                            "corr_vs_nbxp_float64": _corr(img, runs["nbxp float64"][0]["image"])})
+                            "corr_vs_nbxp_float64": (_corr(img, runs["nbxp float64"][0]["image"])
+                                                     if "nbxp float64" in runs else float("nan"))})
             print(json.dumps(results[-1]), flush=True)
     Path(a.json).write_text(json.dumps(results, indent=1))
     lines = ["| case | program | cold (s) | speed vs reference, cold | warm (s) | speed vs reference, warm "
-             "| peak RSS (MB) | correlation | correlation with nbxp float64 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| render (s) | speed, render | peak RSS (MB) | correlation | correlation with nbxp float64 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = next(v for k, v in r.items() if k.startswith("ratio_vs"))
         wratio = next(v for k, v in r.items() if k.startswith("warm_ratio_vs"))
         corr = next(v for k, v in r.items() if k.startswith("corr_vs"))
         c64 = r["corr_vs_nbxp_float64"]
+        rratio = next(v for k, v in r.items() if k.startswith("render_ratio_vs"))
         lines.append(f"| {r['case']} | {r['program']} | {r['median_s']:.2f} | {ratio:.2f}x | {r['warm_median_s']:.3f} "
-                     f"| {wratio:.2f}x | {r['peak_rss_mb']:.0f} | {corr:.6f} | {c64:.6f} |")
+                     f"| {wratio:.2f}x | {r['render_s']:.3f} | {rratio:.1f}x | {r['peak_rss_mb']:.0f} | {corr:.6f} "
+                     f"| {c64:.6f} |")
     Path(a.markdown).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -4,6 +4,7 @@ checks; backend choice in the library and on the command line."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -271,6 +272,7 @@ def test_python_constants_come_from_the_source():
 
 def test_choose_backend(monkeypatch):
     monkeypatch.setattr(gpu, "gpu_status", lambda: (False, "no CUDA device"))
+    monkeypatch.setenv("NBXP_NO_NATIVE", "1")  # no CPU kernel either (tests/test_kernel_simd.py has it)
     assert gpu.choose_backend("auto")[0] == "numpy"
     assert gpu.choose_backend("numpy") == ("numpy", "requested")
     assert gpu.choose_backend(None)[0] == "numpy"
@@ -289,7 +291,8 @@ def test_gpu_status_survives_a_broken_cupy(monkeypatch):
 
 
 @pytest.mark.skipif(gpu.usable_gpu(), reason="a GPU is present")
-def test_library_backend_without_gpu(caplog):
+def test_library_backend_without_gpu(caplog, monkeypatch):
+    monkeypatch.setenv("NBXP_NO_NATIVE", "1")  # no CPU kernel either (tests/test_kernel_simd.py has it)
     cfg = _cfg()
     with caplog.at_level("INFO", logger="nbxp"):
         img = nbxp.simulate(cfg, backend="auto")
@@ -307,7 +310,8 @@ def test_cli_backend_without_gpu(tmp_path):
     p = subprocess.run(args + ["--backend", "cupy"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert "--backend cupy: no usable GPU" in p.stderr and not (tmp_path / "floatimage.bin").exists()
-    p = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, NBXP_NO_NATIVE="1")  # no CPU kernel either (tests/test_kernel_simd.py has it)
+    p = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr
     assert "nbxp backend: numpy (auto: no usable GPU" in p.stdout
 

@@ -6,6 +6,10 @@ cache, so later processes start fast).  The tests compile the same files for the
 (:mod:`nbxp.kernels.cpu`) and launch them through a stand-in with RawModule's interface.
 
 The precision is chosen at compile time: ``-DNBXP_REAL=double`` or ``-DNBXP_REAL=float``.
+
+The same source has a second, CPU entry point, ``nbxp_render_cpu.cpp`` (pixels in SIMD
+lanes, OpenMP threads), which :mod:`nbxp.kernels.cpu_simd` compiles for this machine: nbxp's
+default renderer on a CPU.
 """
 
 from __future__ import annotations

@@ -133,17 +133,22 @@ __device__ __forceinline__ real sincg_reduced(real h, real N, real* k)
     return r;
 }
 
-/* sin(N x)/sin(x) with the limit N at x = 0 (physics.sincg) */
+/* sin(N x)/sin(x) with the limit N at x = 0 (physics.sincg).  The sines are computed
+   unconditionally and the limit selected after: a call inside a branch keeps the CPU
+   build's lane loops from vectorising (the vector sin has no masked form) */
 __device__ __forceinline__ real sincg(real x, real N)
 {
-    return x == (real)0 ? N : sin_r(N * x) / sin_r(x);
+    const real q = sin_r(N * x) / sin_r(x);
+    return x == (real)0 ? N : q;
 }
 
-/* 3 (sin x - x cos x)/x^3, 1 at x = 0 (physics.sinc3) */
+/* 3 (sin x - x cos x)/x^3, 1 at x = 0 (physics.sinc3); unconditional as sincg.  cos of
+   x + 0 (equal to cos x: it only turns -0 into +0) keeps gcc from fusing the pair into a
+   sincos call, which has no vector form */
 __device__ __forceinline__ real sinc3(real x)
 {
-    if (x == (real)0) return (real)1;
-    return (real)3 * (sin_r(x) / x - cos_r(x)) / (x * x);
+    const real v = (real)3 * (sin_r(x) / x - cos_r(x + (real)0)) / (x * x);
+    return x == (real)0 ? (real)1 : v;
 }
 
 struct Crystal {
@@ -152,46 +157,89 @@ struct Crystal {
     const real* recip;  /* rows a*, b*, c* (1/A), in device memory */
 };
 
-/* F_latt for fractional Miller indices (physics.lattice_factor) */
-__device__ __forceinline__ real lattice_factor(const Crystal& X, real h, real k, real l)
+/* F_latt of each crystal shape, for fractional Miller indices (physics.lattice_factor);
+   lattice_factor() picks one.  The CPU entry (nbxp_render_cpu.cpp) calls them directly
+   inside its SIMD lane loops, where the shape is fixed for the whole loop. */
+
+/* SQUARE, integer N: three range-reduced sincg and one combined sign */
+__device__ __forceinline__ real lattice_square_integer(const Crystal& X, real h, real k, real l)
 {
-    if (X.shape == NBXP_SHAPE_SQUARE) {
-        if (X.integer_N) {
-            real kh, kk, kl;
-            const real one = (real)1;
-            real F = sincg_reduced(h, X.Na > one ? X.Na : one, &kh)
-                   * sincg_reduced(k, X.Nb > one ? X.Nb : one, &kk);
-            F *= sincg_reduced(l, X.Nc > one ? X.Nc : one, &kl);
-            real half = kh + kk;
-            half += kl;
-            half *= (real)0.5;
-            real sign = floor_r(half) - half;  /* 0 for an even total, -1/2 for an odd one */
-            sign *= (real)4;
-            sign += (real)1;
-            return F * sign;
-        }
-        real F = (real)1;
-        if (X.Na > (real)1) F *= sincg(NBXP_PI * h, X.Na);
-        if (X.Nb > (real)1) F *= sincg(NBXP_PI * k, X.Nb);
-        if (X.Nc > (real)1) F *= sincg(NBXP_PI * l, X.Nc);
-        return F;
-    }
-    const real half = (real)0.5;
-    const real d0 = h - ceil_r(h - half), d1 = k - ceil_r(k - half), d2 = l - ceil_r(l - half);
+    real kh, kk, kl;
+    const real one = (real)1;
+    real F = sincg_reduced(h, X.Na > one ? X.Na : one, &kh)
+           * sincg_reduced(k, X.Nb > one ? X.Nb : one, &kk);
+    F *= sincg_reduced(l, X.Nc > one ? X.Nc : one, &kl);
+    real half = kh + kk;
+    half += kl;
+    half *= (real)0.5;
+    real sign = floor_r(half) - half;  /* 0 for an even total, -1/2 for an odd one */
+    sign *= (real)4;
+    sign += (real)1;
+    return F * sign;
+}
+
+/* SQUARE, any N: sin(N pi h)/sin(pi h) per axis with N > 1 (computed for every axis and
+   selected, for the CPU build's lane loops as in sincg) */
+__device__ __forceinline__ real lattice_square(const Crystal& X, real h, real k, real l)
+{
+    const real one = (real)1;
+    const real fa = sincg(NBXP_PI * h, X.Na), fb = sincg(NBXP_PI * k, X.Nb), fc = sincg(NBXP_PI * l, X.Nc);
+    real F = one;
+    F *= X.Na > one ? fa : one;
+    F *= X.Nb > one ? fb : one;
+    F *= X.Nc > one ? fc : one;
+    return F;
+}
+
+/* distance of x from the nearest integer (nanoBragg's h - h0) */
+__device__ __forceinline__ real lattice_offset(real x)
+{
+    return x - ceil_r(x - (real)0.5);
+}
+
+__device__ __forceinline__ real lattice_round(const Crystal& X, real h, real k, real l)
+{
+    const real d0 = lattice_offset(h), d1 = lattice_offset(k), d2 = lattice_offset(l);
     const real NNN = X.Na * X.Nb * X.Nc;
-    if (X.shape == NBXP_SHAPE_ROUND) {
-        const real hrad_sqr = d0 * d0 * (X.Na * X.Na) + d1 * d1 * (X.Nb * X.Nb) + d2 * d2 * (X.Nc * X.Nc);
-        return NNN * (real)0.723601254558268 * sinc3(NBXP_PI * sqrt_r(hrad_sqr * X.fudge));
-    }
-    /* distance from the lattice point in reciprocal space: d* = d0 a* + d1 b* + d2 c* */
+    const real hrad_sqr = d0 * d0 * (X.Na * X.Na) + d1 * d1 * (X.Nb * X.Nb) + d2 * d2 * (X.Nc * X.Nc);
+    return NNN * (real)0.723601254558268 * sinc3(NBXP_PI * sqrt_r(hrad_sqr * X.fudge));
+}
+
+/* squared distance from the lattice point in reciprocal space, d* = d0 a* + d1 b* + d2 c*,
+   times (Na Nb Nc)^2 (GAUSS and TOPHAT) */
+__device__ __forceinline__ real lattice_rad(const Crystal& X, real h, real k, real l)
+{
+    const real d0 = lattice_offset(h), d1 = lattice_offset(k), d2 = lattice_offset(l);
     real rad = (real)0;
     for (int j = 0; j < 3; ++j) {
         const real ds = X.recip[j] * d0 + X.recip[3 + j] * d1 + X.recip[6 + j] * d2;
         rad += ds * ds;
     }
-    rad *= X.Na * X.Na * X.Nb * X.Nb * X.Nc * X.Nc;
-    if (X.shape == NBXP_SHAPE_GAUSS) return NNN * exp_r(-(rad / (real)0.63 * X.fudge));
-    return rad * X.fudge < (real)0.3969 ? NNN : (real)0;  /* TOPHAT */
+    return rad * (X.Na * X.Na * X.Nb * X.Nb * X.Nc * X.Nc);
+}
+
+__device__ __forceinline__ real lattice_gauss(const Crystal& X, real h, real k, real l)
+{
+    const real NNN = X.Na * X.Nb * X.Nc;
+    return NNN * exp_r(-(lattice_rad(X, h, k, l) / (real)0.63 * X.fudge));
+}
+
+__device__ __forceinline__ real lattice_tophat(const Crystal& X, real h, real k, real l)
+{
+    const real NNN = X.Na * X.Nb * X.Nc;
+    /* NNN or 0 (NNN is finite and positive): a product rather than a select, which the CPU
+       build's running-product lane loop would not vectorise */
+    return NNN * (real)(lattice_rad(X, h, k, l) * X.fudge < (real)0.3969);
+}
+
+/* F_latt for fractional Miller indices (physics.lattice_factor) */
+__device__ __forceinline__ real lattice_factor(const Crystal& X, real h, real k, real l)
+{
+    if (X.shape == NBXP_SHAPE_SQUARE)
+        return X.integer_N ? lattice_square_integer(X, h, k, l) : lattice_square(X, h, k, l);
+    if (X.shape == NBXP_SHAPE_ROUND) return lattice_round(X, h, k, l);
+    if (X.shape == NBXP_SHAPE_GAUSS) return lattice_gauss(X, h, k, l);
+    return lattice_tophat(X, h, k, l);
 }
 
 struct Grid {
@@ -271,6 +319,64 @@ __device__ __forceinline__ void rotate_axis(real v[3], const real* a, real phi)
     v[0] = x; v[1] = y; v[2] = z;
 }
 
+/* ------------------------------------------------------------------ per sub-pixel, per source */
+
+/* lab position (m) of a sub-pixel centre at detector coordinates Fdet, Sdet, Odet (m);
+   on a curved detector the flat lab y and z become arc lengths about sdet and fdet */
+__device__ __forceinline__ void subpixel_position(real pos[3], const real* pix0, const real* fdet, const real* sdet,
+                                                  const real* odet, const real* beam, real Fdet, real Sdet,
+                                                  real Odet, bool curved, real distance)
+{
+    for (int c = 0; c < 3; ++c)
+        pos[c] = fdet[c] * Fdet + sdet[c] * Sdet + (odet[c] * Odet + pix0[c]);
+    if (curved) {
+        const real ay = pos[1] / distance, az = pos[2] / distance;
+        for (int c = 0; c < 3; ++c) pos[c] = distance * beam[c];
+        rotate_axis(pos, sdet, ay);
+        rotate_axis(pos, fdet, az);
+    }
+}
+
+/* solid angle (sr) of a pixel at distance airpath (m) (geometry.solid_angle) */
+__device__ __forceinline__ real solid_angle(real airpath, bool point_pixel, real pixel_size, real close_distance)
+{
+    return point_pixel ? (real)1 / (airpath * airpath)
+                       : pixel_size * pixel_size / (airpath * airpath) * close_distance / airpath;
+}
+
+/* fraction of photons absorbed in sensor layer t for the cosine `parallax` between the
+   diffracted direction and odet (geometry.capture_fraction_cos) */
+__device__ __forceinline__ real capture_fraction(real parallax, int t, real thickstep, real mu)
+{
+    return exp_r(-(real)t * thickstep * mu / parallax) - exp_r(-((real)t + (real)1) * thickstep * mu / parallax);
+}
+
+/* Kahn polarization factor for diffracted unit vector d and a source row `src`
+   (physics.kahn_factor) */
+__device__ __forceinline__ real polarization_factor(real d0, real d1, real d2, const real* src, real kahn)
+{
+    const real* inc = src + NBXP_SOURCE_INCIDENT;
+    const real cos2theta = d0 * inc[0] + d1 * inc[1] + d2 * inc[2];
+    const real c2 = cos2theta * cos2theta;
+    if (kahn == (real)0) return (real)0.5 * ((real)1 + c2);
+    const real* E = src + NBXP_SOURCE_E_IN;
+    const real* B = src + NBXP_SOURCE_B_IN;
+    const real x = d0 * E[0] + d1 * E[1] + d2 * E[2];
+    const real y = d0 * B[0] + d1 * B[1] + d2 * B[2];
+    const real x2 = x * x, y2 = y * y, r2 = x2 + y2;
+    const real cos2psi = r2 == (real)0 ? (real)1 : (x2 - y2) / r2;
+    return (real)0.5 * ((real)1 + c2 - kahn * cos2psi * ((real)1 - c2));
+}
+
+/* whether -dmin keeps a scattering vector s (1/m): nanoBragg skips sources whose
+   resolution 1/|s| is finer than dmin */
+__device__ __forceinline__ bool dmin_keeps(real sx, real sy, real sz, real dmin)
+{
+    if (!(dmin > (real)0)) return true;
+    const real stol = (real)0.5 * sqrt_r(sx * sx + sy * sy + sz * sz);
+    return !(stol > (real)0 && dmin > (real)0.5 / stol);
+}
+
 /* ------------------------------------------------------------------ one pixel */
 
 struct Setup {
@@ -319,28 +425,19 @@ __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
             for (int xs = 0; xs < O; ++xs) {
                 const real Fdet = P.subpixel * (real)(fpix * O + xs) + P.subpixel / (real)2;
                 real pos[3];
-                for (int c = 0; c < 3; ++c)
-                    pos[c] = P.fdet[c] * Fdet + P.sdet[c] * Sdet + (P.odet[c] * Odet + P.pix0[c]);
-                if (flags & NBXP_CURVED) {
-                    /* flat lab y and z become arc lengths about sdet and fdet */
-                    const real ay = pos[1] / P.distance, az = pos[2] / P.distance;
-                    for (int c = 0; c < 3; ++c) pos[c] = P.distance * P.beam[c];
-                    rotate_axis(pos, P.sdet, ay);
-                    rotate_axis(pos, P.fdet, az);
-                }
+                subpixel_position(pos, P.pix0, P.fdet, P.sdet, P.odet, P.beam, Fdet, Sdet, Odet,
+                                  (flags & NBXP_CURVED) != 0, P.distance);
                 const real airpath = sqrt_r(pos[0] * pos[0] + pos[1] * pos[1] + pos[2] * pos[2]);
                 const real d[3] = {pos[0] / airpath, pos[1] / airpath, pos[2] / airpath};
 
-                const real omega = (flags & NBXP_POINT_PIXEL)
-                    ? (real)1 / (airpath * airpath)
-                    : P.pixel_size * P.pixel_size / (airpath * airpath) * P.close_distance / airpath;
+                const real omega = solid_angle(airpath, (flags & NBXP_POINT_PIXEL) != 0, P.pixel_size,
+                                               P.close_distance);
                 if (t == 0 && ys == 0 && xs == 0) omega_first = omega;
 
                 real capture = (real)1;
                 if (flags & NBXP_CAPTURE) {
                     const real parallax = d[0] * P.odet[0] + d[1] * P.odet[1] + d[2] * P.odet[2];
-                    capture = exp_r(-(real)t * P.thickstep * P.mu / parallax)
-                            - exp_r(-((real)t + (real)1) * P.thickstep * P.mu / parallax);
+                    capture = capture_fraction(parallax, t, P.thickstep, P.mu);
                     if (t == T - 1 && ys == 0 && xs == 0) capture_last = capture;
                 }
 
@@ -351,27 +448,11 @@ __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
                     const real sx = (d[0] - inc[0]) / lambda, sy = (d[1] - inc[1]) / lambda,
                                sz = (d[2] - inc[2]) / lambda;  /* scattering vector, 1/m */
 
-                    bool rendered = true;  /* not cut by -dmin */
-                    if (P.dmin > (real)0) {
-                        const real stol = (real)0.5 * sqrt_r(sx * sx + sy * sy + sz * sz);
-                        rendered = !(stol > (real)0 && P.dmin > (real)0.5 / stol);
-                    }
+                    const bool rendered = dmin_keeps(sx, sy, sz, P.dmin);  /* not cut by -dmin */
 
                     real polar = (real)1;
                     if (flags & NBXP_POLAR) {
-                        const real cos2theta = d[0] * inc[0] + d[1] * inc[1] + d[2] * inc[2];
-                        const real c2 = cos2theta * cos2theta;
-                        if (P.kahn == (real)0) {
-                            polar = (real)0.5 * ((real)1 + c2);
-                        } else {
-                            const real* E = src + NBXP_SOURCE_E_IN;
-                            const real* B = src + NBXP_SOURCE_B_IN;
-                            const real x = d[0] * E[0] + d[1] * E[1] + d[2] * E[2];
-                            const real y = d[0] * B[0] + d[1] * B[1] + d[2] * B[2];
-                            const real x2 = x * x, y2 = y * y, r2 = x2 + y2;
-                            const real cos2psi = r2 == (real)0 ? (real)1 : (x2 - y2) / r2;
-                            polar = (real)0.5 * ((real)1 + c2 - P.kahn * cos2psi * ((real)1 - c2));
-                        }
+                        polar = polarization_factor(d[0], d[1], d[2], src, P.kahn);
                         if (rendered && !polar_seen) {
                             polar_first = polar;
                             polar_seen = true;
