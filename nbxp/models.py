@@ -241,6 +241,16 @@ def along(v, axis, tol: float = AXIS_TOLERANCE) -> bool:
     return bool(np.all(np.abs(np.asarray(v, dtype=np.float64) - np.asarray(axis, dtype=np.float64)) <= tol))
 
 
+def flat_detector_problem(d: Description, what: str) -> str | None:
+    """Why ``what`` (a format holding flat panels whose pixel axes are perpendicular, as
+    dxtbx's panel model requires) cannot describe the detector of ``d``; None when it can."""
+    if d.curved:
+        return f"{what} describes flat detectors only, not -curved_det"
+    if not all(is_orthonormal(p) for p in d.detector):
+        return f"{what} needs perpendicular fast and slow pixel axes; -fdet_vector and -sdet_vector are not"
+    return None
+
+
 def is_orthonormal(panel: Panel, tol: float = AXIS_TOLERANCE) -> bool:
     """Whether the panel's fast and slow axes are perpendicular unit vectors."""
     f, s = panel.fast_axis, panel.slow_axis

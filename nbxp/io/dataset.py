@@ -160,25 +160,18 @@ def plan(requests, nframes: int, inputs=(), truth: str | None = None) -> list[Ou
 
 
 def check_geometry(outputs, exp) -> None:
-    """Refuse CBF or NeXus when the format cannot describe the geometry, and a format module
-    that is not installed (imports them now, so the failure comes before rendering)."""
+    """Refuse CBF or NeXus output when the format cannot describe the geometry (before
+    anything is rendered), in one line naming the flag and the file."""
     for o in outputs:
         if o.format == CBF:
-            try:
-                from . import cbf
-            except ImportError as e:
-                raise InputError(f"{o.flag}: {o.given}: CBF output needs nbxp.io.cbf and fabio ({e})") from None
-            why = cbf.unsupported(exp)
-            if why:
-                raise InputError(f"{o.flag}: {o.given}: {why}")
+            from . import cbf as module
         elif o.format == NEXUS:
-            try:
-                from . import nexus
-            except ImportError as e:
-                raise InputError(f"{o.flag}: {o.given}: NeXus output needs nbxp.io.nexus and h5py ({e})") from None
-            why = nexus.unsupported(exp)
-            if why:
-                raise InputError(f"{o.flag}: {o.given}: {why}")
+            from . import nexus as module
+        else:
+            continue
+        why = module.unsupported(exp)
+        if why:
+            raise InputError(f"{o.flag}: {o.given}: {why}")
 
 
 @dataclass

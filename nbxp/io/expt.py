@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from ..models import describe, is_orthonormal, make_scan
+from ..models import describe, flat_detector_problem, make_scan
 from . import atomic_write
 
 #: dxtbx's default trusted range for a detector with no recorded saturation
@@ -82,12 +82,7 @@ def crystal_dict(c) -> dict:
 def unsupported(exp, description=None) -> str | None:
     """Why a dxtbx experiment list cannot describe ``exp``; None when it can."""
     d = description if description is not None else describe(exp)
-    if d.curved:
-        return "a DIALS experiment list (.expt) describes flat detectors only, not -curved_det"
-    if not all(is_orthonormal(p) for p in d.detector):
-        return ("a DIALS experiment list (.expt) needs perpendicular fast and slow pixel axes; "
-                "-fdet_vector and -sdet_vector are not")
-    return None
+    return flat_detector_problem(d, "a DIALS experiment list (.expt)")
 
 
 def experiment_list(exp, *, start_angle: float, angle_increment: float, nframes: int,

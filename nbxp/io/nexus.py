@@ -42,7 +42,7 @@ import os
 
 import numpy as np
 
-from ..models import NEXUS_FROM_DIALS, describe, is_orthonormal
+from ..models import NEXUS_FROM_DIALS, describe, flat_detector_problem
 from . import commit_temporary, temporary_beside
 
 #: sensor thickness written when nbxp simulated none (m): dxtbx requires one > 0 and turns it
@@ -61,12 +61,7 @@ _MOD = _DET + "/module"
 def unsupported(exp, description=None) -> str | None:
     """Why NXmx (as written here) cannot describe ``exp``; None when it can."""
     d = description if description is not None else describe(exp)
-    if d.curved:
-        return "NeXus (.h5/.nxs) as written by nbxp describes flat detectors only, not -curved_det"
-    if not all(is_orthonormal(p) for p in d.detector):
-        return ("NeXus (.h5/.nxs): DIALS' panel model needs perpendicular fast and slow pixel axes; "
-                "-fdet_vector and -sdet_vector are not")
-    return None
+    return flat_detector_problem(d, "NeXus (.h5/.nxs) as written by nbxp")
 
 
 def _rotation_to_axis_angle(R: np.ndarray) -> tuple[np.ndarray, float]:
