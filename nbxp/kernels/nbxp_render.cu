@@ -396,6 +396,37 @@ struct Setup {
     Grid G;
 };
 
+/* the Setup of a launch from its arguments: the CUDA kernel and the CPU entry
+   (nbxp_render_cpu.cpp) take the same list */
+__host__ __device__ __forceinline__ void fill_setup(Setup& P,
+    real* image, int* first_oor, real* trigger, const real* Fgrid, const real* sources, const real* orient,
+    const real* frame, const unsigned char* mask, long long start, long long switch_pixel, int switch_sub,
+    int fpixels, int f0, int s0, int roi_w, int thicksteps, int oversample, int nsources, int norient,
+    int Hr, int Kr, int Lr, int hmin, int kmin, int lmin, int shape, int flags,
+    real pixel_size, real subpixel, real close_distance, real distance, real thickstep, real mu,
+    real dmin, real kahn, real Na, real Nb, real Nc, real fudge, real default_F, real I_bg, real scale)
+{
+    P.image = image; P.first_oor = first_oor; P.trigger = trigger;
+    P.sources = sources; P.orient = orient; P.mask = mask;
+    P.start = start; P.switch_pixel = switch_pixel; P.switch_sub = switch_sub;
+    P.fpixels = fpixels; P.f0 = f0; P.s0 = s0; P.roi_w = roi_w;
+    P.thicksteps = thicksteps; P.oversample = oversample; P.nsources = nsources; P.norient = norient;
+    P.flags = flags;
+    P.pixel_size = pixel_size; P.subpixel = subpixel; P.close_distance = close_distance;
+    P.distance = distance; P.thickstep = thickstep; P.mu = mu; P.dmin = dmin; P.kahn = kahn;
+    P.default_F = default_F; P.I_bg = I_bg; P.scale = scale;
+    P.pix0 = frame + NBXP_FRAME_PIX0;
+    P.fdet = frame + NBXP_FRAME_FDET;
+    P.sdet = frame + NBXP_FRAME_SDET;
+    P.odet = frame + NBXP_FRAME_ODET;
+    P.beam = frame + NBXP_FRAME_BEAM;
+    P.X.shape = shape; P.X.integer_N = (flags & NBXP_INTEGER_N) != 0;
+    P.X.Na = Na; P.X.Nb = Nb; P.X.Nc = Nc; P.X.fudge = fudge;
+    P.X.recip = frame + NBXP_FRAME_RECIP;
+    P.G.F = Fgrid; P.G.Hr = Hr; P.G.Kr = Kr; P.G.Lr = Lr;
+    P.G.hmin = hmin; P.G.kmin = kmin; P.G.lmin = lmin; P.G.default_F = default_F;
+}
+
 /* photons at ROI position i (row-major in the ROI rectangle), written to the image */
 __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
 {
@@ -545,25 +576,10 @@ extern "C" __global__ void __launch_bounds__(NBXP_MAX_BLOCK, NBXP_MIN_BLOCKS) nb
     real dmin, real kahn, real Na, real Nb, real Nc, real fudge, real default_F, real I_bg, real scale)
 {
     Setup P;
-    P.image = image; P.first_oor = first_oor; P.trigger = trigger;
-    P.sources = sources; P.orient = orient; P.mask = mask;
-    P.start = start; P.switch_pixel = switch_pixel; P.switch_sub = switch_sub;
-    P.fpixels = fpixels; P.f0 = f0; P.s0 = s0; P.roi_w = roi_w;
-    P.thicksteps = thicksteps; P.oversample = oversample; P.nsources = nsources; P.norient = norient;
-    P.flags = flags;
-    P.pixel_size = pixel_size; P.subpixel = subpixel; P.close_distance = close_distance;
-    P.distance = distance; P.thickstep = thickstep; P.mu = mu; P.dmin = dmin; P.kahn = kahn;
-    P.default_F = default_F; P.I_bg = I_bg; P.scale = scale;
-    P.pix0 = frame + NBXP_FRAME_PIX0;
-    P.fdet = frame + NBXP_FRAME_FDET;
-    P.sdet = frame + NBXP_FRAME_SDET;
-    P.odet = frame + NBXP_FRAME_ODET;
-    P.beam = frame + NBXP_FRAME_BEAM;
-    P.X.shape = shape; P.X.integer_N = (flags & NBXP_INTEGER_N) != 0;
-    P.X.Na = Na; P.X.Nb = Nb; P.X.Nc = Nc; P.X.fudge = fudge;
-    P.X.recip = frame + NBXP_FRAME_RECIP;
-    P.G.F = Fgrid; P.G.Hr = Hr; P.G.Kr = Kr; P.G.Lr = Lr;
-    P.G.hmin = hmin; P.G.kmin = kmin; P.G.lmin = lmin; P.G.default_F = default_F;
+    fill_setup(P, image, first_oor, trigger, Fgrid, sources, orient, frame, mask, start, switch_pixel, switch_sub,
+               fpixels, f0, s0, roi_w, thicksteps, oversample, nsources, norient, Hr, Kr, Lr, hmin, kmin, lmin,
+               shape, flags, pixel_size, subpixel, close_distance, distance, thickstep, mu, dmin, kahn, Na, Nb, Nc,
+               fudge, default_F, I_bg, scale);
 
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long i = start + (long long)blockIdx.x * blockDim.x + threadIdx.x; i < start + n; i += stride)

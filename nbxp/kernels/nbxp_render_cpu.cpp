@@ -417,26 +417,10 @@ extern "C" void nbxp_render_cpu(
     using namespace nbxp_cpu;
     if (n <= 0) return;
     Args A;
-    Setup& P = A.P;
-    P.image = image; P.first_oor = first_oor; P.trigger = trigger;
-    P.sources = sources; P.orient = orient; P.mask = mask;
-    P.start = start; P.switch_pixel = switch_pixel; P.switch_sub = switch_sub;
-    P.fpixels = fpixels; P.f0 = f0; P.s0 = s0; P.roi_w = roi_w;
-    P.thicksteps = thicksteps; P.oversample = oversample; P.nsources = nsources; P.norient = norient;
-    P.flags = flags;
-    P.pixel_size = pixel_size; P.subpixel = subpixel; P.close_distance = close_distance;
-    P.distance = distance; P.thickstep = thickstep; P.mu = mu; P.dmin = dmin; P.kahn = kahn;
-    P.default_F = default_F; P.I_bg = I_bg; P.scale = scale;
-    P.pix0 = frame + NBXP_FRAME_PIX0;
-    P.fdet = frame + NBXP_FRAME_FDET;
-    P.sdet = frame + NBXP_FRAME_SDET;
-    P.odet = frame + NBXP_FRAME_ODET;
-    P.beam = frame + NBXP_FRAME_BEAM;
-    P.X.shape = shape; P.X.integer_N = (flags & NBXP_INTEGER_N) != 0;
-    P.X.Na = Na; P.X.Nb = Nb; P.X.Nc = Nc; P.X.fudge = fudge;
-    P.X.recip = frame + NBXP_FRAME_RECIP;
-    P.G.F = Fgrid; P.G.Hr = Hr; P.G.Kr = Kr; P.G.Lr = Lr;
-    P.G.hmin = hmin; P.G.kmin = kmin; P.G.lmin = lmin; P.G.default_F = default_F;
+    fill_setup(A.P, image, first_oor, trigger, Fgrid, sources, orient, frame, mask, start, switch_pixel, switch_sub,
+               fpixels, f0, s0, roi_w, thicksteps, oversample, nsources, norient, Hr, Kr, Lr, hmin, kmin, lmin,
+               shape, flags, pixel_size, subpixel, close_distance, distance, thickstep, mu, dmin, kahn, Na, Nb, Nc,
+               fudge, default_F, I_bg, scale);
 
     A.image = image; A.image32 = image32; A.first_oor = first_oor; A.trigger = trigger; A.Fpad = Fpad;
     A.start = start; A.n = n; A.switch_pixel = switch_pixel; A.switch_sub = switch_sub;
@@ -450,7 +434,7 @@ extern "C" void nbxp_render_cpu(
     const bool running = (flags & (NBXP_OVERSAMPLE_OMEGA | NBXP_OVERSAMPLE_POLAR | NBXP_OVERSAMPLE_THICK)) != 0;
     if (threads < 1) threads = 1;
     if (shape == NBXP_SHAPE_SQUARE) {
-        if (P.X.integer_N)
+        if (A.P.X.integer_N)
             dispatch_F<L_SQUARE_INTEGER>(A, threads, fm, running);
         else
             dispatch_F<L_SQUARE>(A, threads, fm, running);
