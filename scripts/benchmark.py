@@ -107,7 +107,14 @@ def warm_times(options: list[str], args: list[str], repeats: int, env: dict) -> 
             "for _ in range(int(sys.argv[2])):\n"
             "    t0 = time.perf_counter(); run(args, out=io.StringIO()); ts.append(time.perf_counter() - t0)\n"
             "print(json.dumps(ts))\n")
-    full = args + COMMON + options  # options: nbxp's own (--backend, --dtype, --threads)
+    return _timed_in_process(code, args, options, repeats, env, "warm nbxp")
+
+
+def _timed_in_process(code: str, args: list[str], options: list[str], repeats: int, env: dict, what: str) -> list:
+    """Run the timing program ``code`` (it prints a JSON list of seconds) in a fresh Python,
+    in a scratch folder holding the case's input files; ``options``: nbxp's own flags
+    (--backend, --dtype, --threads), added to the case's arguments."""
+    full = args + COMMON + options
     with tempfile.TemporaryDirectory() as d:
         for f in os.listdir(INPUTS):
             if f in args:
@@ -115,7 +122,7 @@ def warm_times(options: list[str], args: list[str], repeats: int, env: dict) -> 
         p = subprocess.run([sys.executable, "-c", code, json.dumps(full), str(repeats)], cwd=d, env=env,
                            capture_output=True, text=True)
     if p.returncode != 0:
-        raise RuntimeError(f"warm nbxp failed: {p.stderr[-300:]}")
+        raise RuntimeError(f"{what} failed: {p.stderr[-300:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -171,16 +178,7 @@ def render_times(options: list[str], args: list[str], repeats: int, env: dict) -
             "    float(img[0, 0]); return time.perf_counter() - t0\n"
             "one()\n"
             "print(json.dumps([one() for _ in range(int(sys.argv[2]))]))\n")
-    full = args + COMMON + options
-    with tempfile.TemporaryDirectory() as d:
-        for f in os.listdir(INPUTS):
-            if f in args:
-                shutil.copy(INPUTS / f, d)
-        p = subprocess.run([sys.executable, "-c", code, json.dumps(full), str(repeats)], cwd=d, env=env,
-                           capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"nbxp render timing failed: {p.stderr[-300:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return _timed_in_process(code, args, options, repeats, env, "nbxp render timing")
 
 
 def main() -> int:
