@@ -45,17 +45,14 @@ def resolve_dtype(xp, dtype=None):
     return dtype
 
 
-def backend_namespace(xp=None, backend: str | None = None, dtype=None):
-    """The array module to simulate on, from ``xp`` and/or ``backend`` ('auto', 'numpy', 'cpu'
-    or 'cupy'; see :func:`nbxp.gpu.choose_backend`).  'auto' picks CuPy only when a usable GPU
-    is present, else the compiled CPU kernel, and logs which it used (logger ``nbxp``);
+def backend_choice(xp=None, backend: str | None = None, dtype=None):
+    """What renders a simulation, from ``xp`` and/or ``backend`` ('auto', 'numpy', 'cpu' or
+    'cupy'; see :func:`nbxp.gpu.choose_backend`): (the array module to set up on, 'cpu' when
+    the compiled CPU kernel renders or None).  With neither, the compiled CPU kernel where it
+    can be built, else the NumPy engine; 'auto' picks CuPy only when a usable GPU is present;
     'cupy' without a GPU, or 'cpu' without a compiler, raises :class:`nbxp.gpu.BackendError`.
-    Given both, they must agree ('auto' defers to ``xp``)."""
-    return _backend_choice(xp, backend, dtype)[0]
-
-
-def _backend_choice(xp=None, backend: str | None = None, dtype=None):
-    """(array module or None, renderer 'cpu' or None) for :func:`simulate`."""
+    Given both, they must agree ('auto' defers to ``xp``).  The choice is logged (logger
+    ``nbxp``)."""
     if backend is None:
         if xp is not None:
             return xp, None
@@ -115,7 +112,7 @@ def simulate(config: SimConfig, *, xp=None, dtype=None, backend: str | None = No
     ``fast_math``: the CPU kernel built with FMA contraction (default: ``$NBXP_FAST_MATH``).
     ``experiment_out``: if a list is given, the resolved :class:`Experiment` is appended.
     """
-    module, renderer = _backend_choice(xp, backend, dtype)
+    module, renderer = backend_choice(xp, backend, dtype)
     ns = resolve_namespace(module)
     dt = resolve_dtype(ns, dtype)
     exp = build_experiment(config, xp=ns, dtype=dt)

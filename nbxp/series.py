@@ -214,9 +214,9 @@ def prepare_series(config: SimConfig, *, frames: int | None = None, stills: int 
     shots, uniformly random orientations from ``orientation_seed`` (default: the noise
     seed).  ``xp``/``dtype``/``backend``/``fast_math`` as in :func:`nbxp.simulate` (by
     default the compiled CPU kernel renders, else the NumPy engine)."""
-    from .api import _backend_choice, resolve_dtype, resolve_namespace
+    from .api import backend_choice, resolve_dtype, resolve_namespace
     check_request(config, frames, stills, orientation_seed)
-    module, renderer = _backend_choice(xp, backend, dtype)
+    module, renderer = backend_choice(xp, backend, dtype)
     ns = resolve_namespace(module)
     exp = build_experiment(config, xp=ns, dtype=resolve_dtype(ns, dtype))
     seed = int(config.seed)
