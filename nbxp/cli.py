@@ -285,18 +285,6 @@ def progress_bar(exp, wanted: bool):
         yield bar.update
 
 
-def header_values(exp) -> dict:
-    """The geometry an SMV header records, in nanoBragg's header units."""
-    g = exp.geom
-    rtd = 180.0 / math.pi
-    return dict(fpixels=g.fpixels, spixels=g.spixels, pixel_mm=g.pixel_size * 1000.0,
-                distance_mm=g.distance * 1000.0, wavelength_A=exp.wavelength * 1e10,
-                Xbeam_mm=g.Xbeam * 1000.0, Ybeam_mm=g.Ybeam * 1000.0, Fbeam_mm=g.Fbeam * 1000.0,
-                Sbeam_mm=g.Sbeam * 1000.0, detsize_s_mm=g.detsize_s * 1000.0, dials_origin=g.dials_origin,
-                ORGX=g.ORGX, ORGY=g.ORGY, close_distance_mm=g.close_distance * 1000.0,
-                phi_deg=exp.sampling.phi0 * rtd, osc_deg=exp.sampling.osc * rtd, twotheta_deg=g.twotheta * rtd)
-
-
 #: exit status of an internal error (a defect in nbxp, not in the input): sysexits' EX_SOFTWARE
 EXIT_INTERNAL = 70
 #: set this environment variable to see the traceback of an internal error

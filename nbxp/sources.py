@@ -8,7 +8,6 @@ are not used in the intensity (every source counts equally, normalised by the st
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

@@ -24,7 +24,6 @@ import io
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import time
