@@ -73,6 +73,9 @@ class DetectorConfig:
     roi: Optional[tuple[int, int, int, int]] = None
     #: optional (spixels, fpixels) array; pixels where it is 0 are not simulated
     mask: Optional[np.ndarray] = None
+    #: a multi-panel detector (tuple of :class:`nbxp.panels.PanelSpec`, e.g. from
+    #: ``--geometry``); None: the one panel the fields above describe (nanoBragg's detector)
+    panels: Optional[tuple] = None
 
 
 @dataclass
