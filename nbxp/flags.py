@@ -219,6 +219,9 @@ class State:
     stills: Optional[int] = None  # --stills: still shots
     orientation_seed: Optional[int] = None
     truth: Optional[str] = None
+    geometry: Optional[str] = None  # --geometry: the detector from a DIALS/CrystFEL file
+    given: list = field(default_factory=list)  # (token, canonical name) of every flag, in order
+    geometry_lines: list = field(default_factory=list)  # what --geometry set, for the printout
 
 
 def _set(**kw):
@@ -619,6 +622,11 @@ NBXP_FLAGS: list[Flag] = [
     Flag(("--orientation-seed",), 1, _orientation_seed, "nbxp",
          "seed of the still shots' random orientations (default: the noise seed)", "S",
          match=_exact("--orientation-seed")),
+    Flag(("--geometry",), 1, _file("geometry"), "nbxp",
+         "the detector from a geometry file: a DIALS experiment list or detector (.expt/.json, any "
+         "panel hierarchy) or a CrystFEL .geom; its beam direction, wavelength and spindle are used "
+         "unless -beam_vector, -lambda/-energy or -spindle_axis are given; flags that place the "
+         "detector are refused with it (see docs/panels.md)", "FILE", match=_exact("--geometry")),
     Flag(("--truth",), 1, _file("truth"), "nbxp",
          "write what was simulated as a DIALS experiment list (.expt) for comparison with processing results",
          "FILE", match=_exact("--truth")),
@@ -682,6 +690,7 @@ def parse_args(argv: list[str], cwd: str = ".") -> Parsed:
             raise UsageError(f"{tok}: expected {need} value{'s' if need > 1 else ''} after it")
         vals = argv[i + 1:i + 1 + need]
         for f in matched:
+            s.given.append((tok, f.names[0]))
             f.action(s, vals[:_values_needed(f, argv, i)], flag=tok)
             if f.action is _pix0:
                 s.warnings.append(f"WARNING: {tok} has no effect (as in nanoBragg): the detector origin comes from "
@@ -816,6 +825,9 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         vdivsteps=s.vdivsteps, round_div=s.round_div, sources=sources, fluence=fluence, flux=s.flux,
         exposure=s.exposure, beamsize=s.beamsize,
     )
+    if s.geometry is not None:
+        det, beam, xtal_spindle = _apply_geometry(s, cwd, det, beam)
+        v = dict(v, spindle=xtal_spindle)
     if s.pdbfile:
         grid = _model_grid(s, cwd, det, beam)
     if s.sf is not None and s.sf.cell is not None:
@@ -833,6 +845,97 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
                      interpolate=s.interpolate, dmin=s.dmin, water_size=s.water_size, oversample=s.oversample,
                      oversample_omega=s.oversample_omega, oversample_polar=s.oversample_polar,
                      oversample_thick=s.oversample_thick)
+
+
+#: flags that place or size the detector (or read it from an image header): a geometry
+#: file gives all of that, so one of them with --geometry is an error naming both
+DETECTOR_PLACEMENT = ("-distance", "-close_distance", "-detpixels", "-detpixels_f", "-detpixels_s", "-detsize",
+                      "-detsize_f", "-detsize_s", "-pixel", "-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX",
+                      "-ORGY", "-pivot", "-twotheta", "-twotheta_axis", "-detector_rotx", "-detector_roty",
+                      "-detector_rotz", "-fdet_vector", "-sdet_vector", "-odet_vector", "-pix0_vector",
+                      "-curved_det", "-img", "-mask", "-roi")
+
+
+def _given(s: State, *names) -> Optional[str]:
+    """The last token that set one of the flags ``names`` (canonical spellings), or None."""
+    hit = None
+    for tok, name in s.given:
+        if name in names:
+            hit = tok
+    return hit
+
+
+def _apply_geometry(s: State, cwd: str, det, beam):
+    """--geometry: the detector (and, unless flags set them, the beam direction, wavelength
+    and spindle) from the file.  nbxp's lab frame stays the convention's (for CUSTOM, its
+    default axes): the file's DIALS-frame vectors enter through the inverse of
+    ``models.lab_to_dials`` of the convention's beam, spindle and fast axis, the rotation
+    the writers describe the run with, so that NeXus/.expt outputs hold the file's geometry.
+    Returns the new detector and beam configs and the spindle axis."""
+    import dataclasses
+
+    import numpy as np
+
+    from .geometry import CONVENTION_AXES, convention_axes
+    from .io.geometry import read_geometry
+    from .models import lab_to_dials
+
+    for tok, name in s.given:
+        if name in DETECTOR_PLACEMENT:
+            raise UsageError(f"{tok} and --geometry: {s.geometry} places the detector; give one or the other")
+    named = dict(zip(("beam", "fdet", "sdet", "odet", "twotheta_axis", "polar", "spindle"),
+                     CONVENTION_AXES[s.convention]))
+    R = lab_to_dials(named["beam"], named["spindle"], named["fdet"])
+    spec = read_geometry(_at(cwd, s.geometry), to_dials=R)
+    lines = s.geometry_lines
+    kinds = "CrystFEL" if s.geometry.lower().endswith(".geom") else "DIALS"
+    lines.append(f"geometry: {s.geometry} ({kinds}): {len(spec.panels)} panel{'s' if len(spec.panels) > 1 else ''}, "
+                 f"in the {'MOSFLM' if s.convention == 'CUSTOM' else s.convention} convention's lab frame")
+    lines += [f"  {n}" for n in spec.notes]
+    user = s.vectors
+    axes = convention_axes(s.convention, user)  # the flags' own vectors (CUSTOM: the user's)
+    vec = lambda a: " ".join(f"{x:g}" for x in a)  # noqa: E731
+    flag_b = _given(s, "-beam_vector")
+    if flag_b is not None or spec.beam is None:
+        beam_vec = tuple(float(x) for x in axes["beam"])
+        lines.append(f"  beam direction {vec(beam_vec)}: from {flag_b or 'the convention'}"
+                     + (f" (the file says {vec(spec.beam)})" if spec.beam is not None else " (the file gives none)"))
+    else:
+        beam_vec = spec.beam
+        lines.append(f"  beam direction {vec(beam_vec)}: from {s.geometry}")
+    flag_l = _given(s, "-lambda", "-energy")
+    wavelength = beam.wavelength
+    if flag_l is None and spec.wavelength is not None:
+        wavelength = spec.wavelength
+        lines.append(f"  wavelength {wavelength * 1e10:g} A: from {s.geometry}")
+    else:
+        lines.append(f"  wavelength {wavelength * 1e10:g} A: from {flag_l or 'the default'}"
+                     + (f" (the file says {spec.wavelength * 1e10:g} A)" if spec.wavelength is not None else ""))
+    flag_sp = _given(s, "-spindle_axis")
+    if flag_sp is None and spec.spindle is not None:
+        spindle = spec.spindle
+        lines.append(f"  spindle {vec(spindle)}: from {s.geometry}")
+    else:
+        spindle = tuple(float(x) for x in axes["spindle"])
+        if spec.spindle is not None:
+            lines.append(f"  spindle {vec(spindle)}: from {flag_sp} (the file says {vec(spec.spindle)})")
+    lines.append("  polarization: from the flags (-polar, -polar_vector, -nopolar); a file's is not used")
+    if spec.adu_per_photon is not None:
+        lines.append(f"  {spec.adu_per_photon:g} ADU per photon in the file; nbxp's images count photons (-scale)")
+    p0 = spec.panels[0]
+    n0 = np.cross(p0.fast, p0.slow)
+    dist = abs(float(np.dot(p0.origin, n0 / np.linalg.norm(n0))))
+    # the convention's own axes stay for the flags' one-panel description; every vector the
+    # run uses is given explicitly (CUSTOM), so the file's beam and spindle take effect
+    det = dataclasses.replace(
+        det, convention="CUSTOM", panels=spec.panels, fpixels=p0.fpixels, spixels=p0.spixels,
+        pixel_size=p0.pixel_size, detsize_f=p0.fpixels * p0.pixel_size, detsize_s=p0.spixels * p0.pixel_size,
+        distance=dist if dist > 0 else det.distance,
+        fdet_vector=tuple(float(x) for x in axes["fdet"]), sdet_vector=tuple(float(x) for x in axes["sdet"]),
+        odet_vector=tuple(float(x) for x in axes["odet"]), twotheta_axis=tuple(float(x) for x in axes["twotheta_axis"]))
+    beam = dataclasses.replace(beam, wavelength=wavelength, beam_vector=tuple(float(x) for x in beam_vec),
+                               polar_vector=tuple(float(x) for x in axes["polar"]))
+    return det, beam, tuple(float(x) for x in spindle)
 
 
 def _read_hkl(s: State, cwd: str):

@@ -187,11 +187,55 @@ class Description:
         return Crystal(self.crystal.real_space @ Q.T, self.crystal.space_group_hall)
 
 
+def experiment_panels(exp) -> list:
+    """The detector panels of an Experiment: ``exp.panels`` (a multi-panel detector, one
+    :class:`nbxp.geometry.DetectorGeometry` each) or ``[exp.geom]`` (nanoBragg's one panel)."""
+    panels = getattr(exp, "panels", None)
+    return list(panels) if panels else [exp.geom]
+
+
+def panel_names(exp) -> list[str]:
+    """Names of the panels (the geometry file's; ``nbxp`` for nanoBragg's one panel)."""
+    specs = getattr(exp, "panel_specs", None)
+    n = len(experiment_panels(exp))
+    if specs and len(specs) == n:
+        return [str(p.name) for p in specs]
+    return ["nbxp"] if n == 1 else [f"p{i:02d}" for i in range(n)]
+
+
+def slab_layout(sizes) -> tuple[tuple[int, int], list[int]]:
+    """nbxp's slab of several panels: panel images stacked along the slow axis in panel
+    order, each starting at fast index 0 (a narrower panel is padded with zeros on its
+    right).  ``sizes``: (spixels, fpixels) per panel.  Returns the slab's (slow, fast) shape
+    and the first slab row of each panel."""
+    rows, r = [], 0
+    for s, _ in sizes:
+        rows.append(r)
+        r += int(s)
+    return (r, max(int(f) for _, f in sizes)), rows
+
+
+def to_slab(images) -> np.ndarray:
+    """The per-panel images (each (spixels, fpixels), host) as one slab (:func:`slab_layout`)."""
+    imgs = [np.asarray(a) for a in images]
+    if len(imgs) == 1:
+        return imgs[0]
+    shape, rows = slab_layout([a.shape for a in imgs])
+    if all(a.shape[1] == shape[1] for a in imgs):
+        return np.concatenate(imgs, axis=0)
+    out = np.zeros(shape, dtype=np.result_type(*imgs))
+    for r, a in zip(rows, imgs):
+        out[r:r + a.shape[0], :a.shape[1]] = a
+    return out
+
+
 def describe(exp) -> Description:
-    """The :class:`Description` of an :class:`nbxp.experiment.Experiment` (any namespace)."""
-    g = exp.geom
+    """The :class:`Description` of an :class:`nbxp.experiment.Experiment` (any namespace);
+    a multi-panel experiment's detector holds every panel, in panel order."""
+    geoms = experiment_panels(exp)
+    g = geoms[0]
     beam_nb = host(g.beam)
-    fdet, sdet, pix0 = host(g.fdet), host(g.sdet), host(g.pix0)
+    fdet = host(g.fdet)
     spindle = host(exp.spindle_unit) if exp.spindle_unit is not None else np.array([0.0, 0.0, 1.0])
     R = lab_to_dials(beam_nb, spindle, fdet)
 
@@ -206,17 +250,25 @@ def describe(exp) -> Description:
     beam = Beam(direction=direction, wavelength=float(exp.wavelength) * 1e10,
                 polarization_normal=normal, polarization_fraction=fraction)
 
-    fast, slow = R @ _unit(fdet), R @ _unit(sdet)
-    if abs(np.dot(fast, slow)) < AXIS_TOLERANCE:
-        # perpendicular up to the engine's rounding (float32 geometry): make it exact, as
-        # dxtbx's panel model demands (it asserts fast . slow < 1e-7)
-        slow = _unit(slow - np.dot(slow, fast) * fast)
-    px_mm = float(g.pixel_size) * 1e3
-    thick_mm = float(exp.thickness) * 1e3 if exp.thickness and exp.thickness > 0 else 0.0
-    mu = float(exp.mu) * 1e-3 if thick_mm > 0 and exp.mu > 0 else 0.0
-    panel = Panel(name="nbxp", fast_axis=fast, slow_axis=slow,
-                  origin=R @ pix0 * 1e3, image_size=(int(g.fpixels), int(g.spixels)),
-                  pixel_size=(px_mm, px_mm), thickness=thick_mm, mu=mu)
+    specs = getattr(exp, "panel_specs", None)
+    specs = list(specs) if specs and len(specs) == len(geoms) else [None] * len(geoms)
+    panels = []
+    for name, pg, spec in zip(panel_names(exp), geoms, specs):
+        fast, slow = R @ _unit(host(pg.fdet)), R @ _unit(host(pg.sdet))
+        if abs(np.dot(fast, slow)) < AXIS_TOLERANCE:
+            # perpendicular up to the engine's rounding (float32 geometry): make it exact, as
+            # dxtbx's panel model demands (it asserts fast . slow < 1e-7)
+            slow = _unit(slow - np.dot(slow, fast) * fast)
+        px_mm = float(pg.pixel_size) * 1e3
+        t, m = exp.thickness, exp.mu
+        if spec is not None and spec.thickness is not None:
+            t, m = spec.thickness, (spec.mu if spec.mu is not None else exp.mu)
+        thick_mm = float(t) * 1e3 if t and t > 0 else 0.0
+        mu = float(m) * 1e-3 if thick_mm > 0 and m > 0 else 0.0
+        material = (spec.material or "") if spec is not None else ""
+        panels.append(Panel(name=name, fast_axis=fast, slow_axis=slow, origin=R @ host(pg.pix0) * 1e3,
+                            image_size=(int(pg.fpixels), int(pg.spixels)), pixel_size=(px_mm, px_mm),
+                            thickness=thick_mm, mu=mu, material=material))
 
     if exp.cell_real is not None:
         real = host(exp.cell_real) * 1e10
@@ -224,8 +276,8 @@ def describe(exp) -> Description:
         real = np.linalg.inv(host(exp.recip)).T
     crystal = Crystal(np.asarray(real, dtype=np.float64) @ R.T)
     gonio = Goniometer(R @ _unit(spindle))
-    return Description(beam=beam, detector=[panel], goniometer=gonio, crystal=crystal,
-                       to_dials=R, curved=bool(g.curved))
+    return Description(beam=beam, detector=panels, goniometer=gonio, crystal=crystal,
+                       to_dials=R, curved=any(bool(getattr(pg, "curved", False)) for pg in geoms))
 
 
 def make_scan(start_angle: float, angle_increment: float, nframes: int, exposure: float = 1.0) -> Scan:

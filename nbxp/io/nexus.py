@@ -42,7 +42,7 @@ import os
 
 import numpy as np
 
-from ..models import NEXUS_FROM_DIALS, describe, flat_detector_problem
+from ..models import NEXUS_FROM_DIALS, describe, flat_detector_problem, slab_layout, to_slab
 from . import commit_temporary, temporary_beside
 
 #: sensor thickness written when nbxp simulated none (m): dxtbx requires one > 0 and turns it
@@ -55,7 +55,6 @@ DEFAULT_SENSOR_THICKNESS = 1e-6
 GZIP_LEVEL = 1
 
 _DET = "/entry/instrument/detector"
-_MOD = _DET + "/module"
 
 
 def unsupported(exp, description=None) -> str | None:
@@ -135,6 +134,7 @@ class NexusWriter:
         self.nframes = int(nframes)
         self.dtype = dtype
         self._panel = d.detector[0]
+        self._panels = list(d.detector)
         self._written = np.zeros(self.nframes, dtype=bool)
         self._tmp, self._mode = temporary_beside(self.path)
         self._file = None
@@ -153,6 +153,9 @@ class NexusWriter:
         f = self._file
         p = self._panel
         fast_n, slow_n = p.image_size
+        multi = len(self._panels) > 1
+        if multi:  # nbxp's slab: panels stacked along slow (nbxp.models.slab_layout)
+            (slow_n, fast_n), self._rows = slab_layout([(q.image_size[1], q.image_size[0]) for q in self._panels])
 
         def group(parent, name, nx_class):
             g = parent.create_group(name)
@@ -197,31 +200,26 @@ class NexusWriter:
         field(det, "count_time", float(exposure), "s")
         if saturation is not None:
             field(det, "saturation_value", np.int64(saturation))
-        bx, by = p.beam_centre_px(d.beam)
-        field(det, "beam_center_x", bx, "pixels")
-        field(det, "beam_center_y", by, "pixels")
-        field(det, "distance", p.distance, "mm")
+        if not multi:
+            bx, by = p.beam_centre_px(d.beam)
+            field(det, "beam_center_x", bx, "pixels")
+            field(det, "beam_center_y", by, "pixels")
+            field(det, "distance", p.distance, "mm")
         field(det, "x_pixel_size", p.pixel_size[0], "mm")
         field(det, "y_pixel_size", p.pixel_size[1], "mm")
-        field(det, "depends_on", _DET + "/transformations/translation")
-
-        chain = detector_chain(p)
         tr = group(det, "transformations", "NXtransformations")
-        axis, angle_deg = chain["rotation"]
-        transformation(tr, "rotation", angle_deg, "deg", "rotation", axis, ".")
-        vec, dist = chain["translation"]
-        transformation(tr, "translation", dist, "mm", "translation", vec, _DET + "/transformations/rotation")
-
-        mod = group(det, "module", "NXdetector_module")
-        field(mod, "data_origin", np.array([0, 0], dtype=np.int64))
-        field(mod, "data_size", np.array([slow_n, fast_n], dtype=np.int64))  # slow, fast
-        field(mod, "data_stride", np.array([1, 1], dtype=np.int64))
-        vec, off = chain["module_offset"]
-        transformation(mod, "module_offset", off, "mm", "translation", vec, _DET + "/transformations/translation")
-        transformation(mod, "fast_pixel_direction", p.pixel_size[0], "mm", "translation", chain["fast"],
-                       _MOD + "/module_offset", offset=np.zeros(3), offset_units="mm")
-        transformation(mod, "slow_pixel_direction", p.pixel_size[1], "mm", "translation", chain["slow"],
-                       _MOD + "/module_offset", offset=np.zeros(3), offset_units="mm")
+        if not multi:
+            field(det, "depends_on", _DET + "/transformations/translation")
+            self._module(mod_group=group(det, "module", "NXdetector_module"), tr=tr, panel=p, suffix="",
+                         origin=(0, 0), transformation=transformation, field=field)
+        else:
+            # one NXdetector_module per panel (dxtbx reads one NXdetector with several modules
+            # as a multi-panel detector; several NXdetector groups it does not), each with its
+            # own chain, all slicing the one (frames, slab slow, slab fast) dataset
+            field(det, "depends_on", _DET + "/transformations/translation_00")
+            for i, (q, row) in enumerate(zip(self._panels, self._rows)):
+                self._module(mod_group=group(det, f"module_{i:02d}", "NXdetector_module"), tr=tr, panel=q,
+                             suffix=f"_{i:02d}", origin=(row, 0), transformation=transformation, field=field)
 
         sample = group(entry, "sample", "NXsample")
         field(sample, "name", "nbxp crystal")
@@ -235,17 +233,42 @@ class NexusWriter:
             field(st, "omega_increment_set", np.full(self.nframes, step), "deg")
             field(sample, "depends_on", "/entry/sample/transformations/omega")
 
+    def _module(self, *, mod_group, tr, panel, suffix, origin, transformation, field):
+        """One panel's chain (``rotation{suffix}`` <- ``translation{suffix}`` in the detector's
+        transformations) and its NXdetector_module (data_origin ``origin`` (slow, fast))."""
+        p, mod = panel, mod_group
+        chain = detector_chain(p)
+        axis, angle_deg = chain["rotation"]
+        transformation(tr, "rotation" + suffix, angle_deg, "deg", "rotation", axis, ".")
+        vec, dist = chain["translation"]
+        transformation(tr, "translation" + suffix, dist, "mm", "translation", vec,
+                       _DET + "/transformations/rotation" + suffix)
+        here = _DET + "/" + mod.name.rsplit("/", 1)[-1]
+        field(mod, "data_origin", np.array(origin, dtype=np.int64))
+        field(mod, "data_size", np.array([p.image_size[1], p.image_size[0]], dtype=np.int64))  # slow, fast
+        field(mod, "data_stride", np.array([1, 1], dtype=np.int64))
+        if suffix:  # a multi-panel detector: the geometry file's panel name
+            field(mod, "description", p.name)
+        vec, off = chain["module_offset"]
+        transformation(mod, "module_offset", off, "mm", "translation", vec,
+                       _DET + "/transformations/translation" + suffix)
+        transformation(mod, "fast_pixel_direction", p.pixel_size[0], "mm", "translation", chain["fast"],
+                       here + "/module_offset", offset=np.zeros(3), offset_units="mm")
+        transformation(mod, "slow_pixel_direction", p.pixel_size[1], "mm", "translation", chain["slow"],
+                       here + "/module_offset", offset=np.zeros(3), offset_units="mm")
+
     # -- frames ----------------------------------------------------------------------------
 
     def write(self, index: int, data) -> None:
         """Store frame ``index`` (0-based): a 2-D (slow, fast) array of the file's kind
-        (floats are not silently truncated into an integer file)."""
+        (floats are not silently truncated into an integer file), or for a multi-panel
+        detector the list of per-panel images (placed in the slab) or the slab itself."""
         if self._file is None:
             raise ValueError(f"{self.path}: the NeXus file is already closed")
         index = int(index)
         if not 0 <= index < self.nframes:
             raise IndexError(f"frame index {index} outside 0..{self.nframes - 1}")
-        a = np.asarray(data)
+        a = to_slab(data) if isinstance(data, (list, tuple)) else np.asarray(data)
         if a.shape != self._ds.shape[1:]:
             raise ValueError(f"frame shape {a.shape} is not the detector's (slow, fast) = {self._ds.shape[1:]}")
         if self.dtype.kind in "iu" and a.dtype.kind not in "iu":
