@@ -93,7 +93,9 @@ def _np_dtype(dtype):
 def simulate(config: SimConfig, *, xp=None, dtype=None, backend: str | None = None,
              threads: int | None = None, tile_bytes: int | None = None, experiment_out: list | None = None,
              fast_math: bool | None = None):
-    """The float image (photons per pixel) of ``config``, shape (spixels, fpixels).
+    """The float image (photons per pixel) of ``config``, shape (spixels, fpixels); for a
+    multi-panel detector (``config.detector.panels``) a list of per-panel images, image p of
+    shape (spixels_p, fpixels_p) (:func:`nbxp.panels.slab` stacks them into the raw layout).
 
     Which code renders it:
 

@@ -83,6 +83,37 @@ def rendered_mask(exp: Experiment) -> np.ndarray:
     return m
 
 
+def rendered_masks(exp: Experiment) -> list:
+    """:func:`rendered_mask` of every panel, in order (one entry for nanoBragg's detector)."""
+    return [rendered_mask(exp.panel_view(p)) for p in range(len(exp.panels))]
+
+
+def panel_tiles(exp: Experiment, tile_bytes: int = DEFAULT_TILE_BYTES):
+    """(panel, tile) pairs in render order: the tiles of :func:`tiles` of each panel in
+    turn, as host arrays of *global* pixel indices (the panels concatenated in order,
+    :attr:`Experiment.panel_offsets`); a tile never crosses a panel.  For nanoBragg's
+    one-panel detector exactly :func:`tiles`, with panel 0."""
+    offsets = exp.panel_offsets
+    for p in range(len(exp.panels)):
+        view = exp.panel_view(p)
+        for ids in tiles(view, tile_size(view, tile_bytes)):
+            yield p, (ids + offsets[p] if offsets[p] else ids)
+
+
+def panel_values(exp: Experiment, panel: int, idx, state: InterpolationState):
+    """Photons per pixel (array (P,)) for global pixel indices ``idx`` (an array of the
+    namespace, all on panel ``panel``): :func:`tile_values` of that panel's view on its
+    local indices; an interpolation switch-off is recorded at its global index."""
+    off = int(exp.panel_offsets[panel])
+    if not exp.multi_panel:
+        return tile_values(exp, idx, state)
+    before = state.trigger
+    v = tile_values(exp.panel_view(panel), idx - off if off else idx, state)
+    if state.trigger is not before and state.trigger is not None:
+        state.trigger = (state.trigger[0] + off, *state.trigger[1:])
+    return v
+
+
 def tile_values(exp: Experiment, idx, state: InterpolationState):
     """Photons per pixel (array (P,)) for the flat pixel indices ``idx`` (array (P,)).
 
@@ -295,6 +326,11 @@ def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: in
     """The float image (spixels, fpixels) in ``exp.dtype`` on ``exp.xp``, and the state of
     interpolation at the end (for the one-time fallback warning).
 
+    A multi-panel experiment (:attr:`Experiment.multi_panel`) gives a list of per-panel
+    images instead, image p of shape (spixels_p, fpixels_p) (every backend): the tiles are
+    of global pixel indices over the concatenated panels, each rendered with its panel's
+    frame and sensor; the interpolation state runs through the panels in order.
+
     Tiles run on ``threads`` worker threads (default: every core this process may use);
     NumPy releases the GIL inside its array operations, so they overlap.  Results are
     gathered in tile order, so the image does not depend on the thread count.  A run with
@@ -320,40 +356,45 @@ def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: in
         return render_kernel(exp, progress=progress)
     tune_malloc()
     state = InterpolationState(active=exp.interpolate)
-    P = tile_size(exp, tile_bytes)
     threads = default_threads() if threads is None else max(1, int(threads))
-    mask = rendered_mask(exp)
-    # the selected pixels' values in nanoBragg's pixel order, filled tile by tile: memory is
-    # this one array plus the tiles in flight
-    vals = xp.empty((int(np.count_nonzero(mask)),), dtype=exp.dtype)  # every entry gets written
+    masks = rendered_masks(exp)
+    # the selected pixels' values in nanoBragg's pixel order (panel by panel), filled tile by
+    # tile: memory is this one array plus the tiles in flight
+    counts = [int(np.count_nonzero(m)) for m in masks]
+    vals = xp.empty((sum(counts),), dtype=exp.dtype)  # every entry gets written
     offset = 0
 
-    def one(ids):
-        return tile_values(exp, xp.asarray(ids), state)
+    def one(tile):
+        return panel_values(exp, tile[0], xp.asarray(tile[1]), state)
 
-    def store(o, ids, v):
-        vals[o:o + ids.shape[0]] = v
+    def store(o, tile, v):
+        n = tile[1].shape[0]
+        vals[o:o + n] = v
         if progress is not None:
-            progress(ids.shape[0])
+            progress(n)
 
     if threads == 1 or exp.interpolate or getattr(xp, "__name__", "").endswith("cupy"):
-        for ids in tiles(exp, P):
-            store(offset, ids, one(ids))
-            offset += ids.shape[0]
+        for tile in panel_tiles(exp, tile_bytes):
+            store(offset, tile, one(tile))
+            offset += tile[1].shape[0]
     else:
         window = 4 * threads  # tiles in flight: bounds memory whatever the detector size
         with ThreadPoolExecutor(max_workers=threads) as pool:
             pending = deque()
-            for ids in tiles(exp, P):
-                pending.append((offset, ids, pool.submit(one, ids)))
-                offset += ids.shape[0]
+            for tile in panel_tiles(exp, tile_bytes):
+                pending.append((offset, tile, pool.submit(one, tile)))
+                offset += tile[1].shape[0]
                 while len(pending) >= window:
                     o, i, fut = pending.popleft()
                     store(o, i, fut.result())
             while pending:
                 o, i, fut = pending.popleft()
                 store(o, i, fut.result())
-    return place(exp, vals, mask), state
+    if not exp.multi_panel:
+        return place(exp, vals, masks[0]), state
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    return [place(exp.panel_view(p), vals[int(starts[p]):int(starts[p + 1])], masks[p])
+            for p in range(len(masks))], state
 
 
 def place(exp: Experiment, vals, mask: np.ndarray):

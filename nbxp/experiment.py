@@ -9,6 +9,7 @@ nanoBragg would print about those choices.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -70,6 +71,124 @@ class Experiment:
     cell_real: object = None  # (3, 3) float64 cell vectors a, b, c (m), after -cell/-mat/-misset
     spindle_unit: object = None  # host float64 (3,) unit spindle axis
     mosaic_umats: object = None  # host (domains, 3, 3) mosaic rotations, or None without a spread
+    # a multi-panel detector (cfg.detector.panels; nbxp.panels): None for nanoBragg's one
+    # panel, which is `geom` with the sensor and mask above.  Otherwise one entry per panel,
+    # in order: its geometry (geom is the first), its sensor and its mask (see panel_view)
+    panel_geometries: object = None  # list[DetectorGeometry] or None
+    panel_specs: object = None  # tuple[PanelSpec] or None
+    panel_sensors: object = None  # list[PanelSensor] or None
+    panel_masks: object = None  # list of host bool (spixels_p, fpixels_p) (True: simulate) or None entries
+
+    @property
+    def multi_panel(self) -> bool:
+        """Whether the detector is a list of panels (cfg.detector.panels given)."""
+        return self.panel_geometries is not None
+
+    @property
+    def panels(self) -> list:
+        """The detector's panels (DetectorGeometry each): ``[geom]`` for nanoBragg's one panel."""
+        return [self.geom] if self.panel_geometries is None else list(self.panel_geometries)
+
+    @property
+    def panel_offsets(self) -> np.ndarray:
+        """Host int64 (npanels + 1,): where each panel starts in the global pixel index (the
+        panels concatenated in order, each row-major: slow * fpixels + fast); the last entry
+        is the total number of pixels."""
+        return np.concatenate([[0], np.cumsum([g.fpixels * g.spixels for g in self.panels])]).astype(np.int64)
+
+    def panel_view(self, p: int) -> "Experiment":
+        """The one-panel experiment of panel ``p``: its geometry, sensor layers and mask in
+        place of the detector's, everything else shared.  Rendering it gives image ``p`` of
+        the multi-panel render (the engine renders the panels through these views, and headers
+        and statistics of one panel can use it as an experiment of their own).  For a
+        one-panel experiment, the experiment itself."""
+        if self.panel_geometries is None:
+            if p != 0:
+                raise IndexError(f"panel {p} of a one-panel detector")
+            return self
+        sen = self.panel_sensors[p]
+        return dataclasses.replace(
+            self, geom=self.panel_geometries[p], thicksteps=sen.thicksteps, thickstep=sen.thickstep,
+            thickness=sen.thickness, mu=sen.mu, mask=self.panel_masks[p], panel_geometries=None,
+            panel_specs=None, panel_sensors=None, panel_masks=None)
+
+
+@dataclass(frozen=True)
+class PanelSensor:
+    """One panel's sensor layers: thickness (m), layers and their depth step (m), mu (1/m)."""
+
+    thicksteps: int
+    thickstep: float
+    thickness: float
+    mu: float
+
+
+def sensor_layers(thickness: float, thickstep, thicksteps, mu, notes: list) -> PanelSensor:
+    """nanoBragg's sensor set-up (the same steps as build_experiment's for -detector_thick,
+    -detector_thickstep(s), -detector_abs): layers from the thickness, and mu defaulting to
+    1/thickness for a thick sensor given no attenuation."""
+    thick, step, steps_t = auto_steps(thickness, thickstep, thicksteps, thick_style=True) \
+        if thickness >= 0 else (0.0, 0.0, 1)
+    mu = -1.0 if mu is None else mu
+    if thickness > 0.0 and mu < 0.0:
+        mu = 1.0 / thickness
+        notes.append(f"WARNING: setting detector attenuation depth to {mu:g} m")
+    return PanelSensor(int(steps_t), float(step), float(thick), float(mu))
+
+
+def build_panels(cfg: SimConfig, beam_unit, *, xp, dtype, notes: list):
+    """The geometries, sensors and masks of a multi-panel detector (cfg.detector.panels).
+
+    A panel's thickness/mu override -detector_thick/-detector_abs for it; its mask and
+    -mask (which must then have the shape of the panels stacked along slow, the raw-float
+    slab) exclude pixels.  Refuses, naming the flag, what panels do not support."""
+    from .geometry import panel_geometry
+    det = cfg.detector
+    specs = tuple(det.panels)
+    if not specs:
+        raise ConfigError("the detector's panel list is empty (a geometry file with no panels?)")
+    if det.curved:
+        raise ConfigError("-curved_det: a multi-panel detector is a set of flat panels (no curved detector)")
+    for i, s in enumerate(specs):
+        if int(s.fpixels) < 1 or int(s.spixels) < 1 or not float(s.pixel_size) > 0.0:
+            raise ConfigError(f"panel {i} ({s.name}): needs fpixels, spixels >= 1 and a pixel size > 0, "
+                              f"got {s.fpixels}x{s.spixels}, {s.pixel_size} m")
+    geoms = [panel_geometry(s, det, beam_unit, xp=xp, dtype=dtype) for s in specs]
+    sensors, seen = [], {}
+    for s in specs:
+        key = (det.thickness if s.thickness is None else float(s.thickness), det.mu if s.mu is None else float(s.mu))
+        if key not in seen:  # one warning per distinct sensor (the run's own is warned of already)
+            seen[key] = sensor_layers(key[0], det.thickstep, det.thicksteps, key[1],
+                                      [] if key == (det.thickness, det.mu) else notes)
+        sensors.append(seen[key])
+    slab = None
+    if det.mask is not None:
+        widths = {int(s.fpixels) for s in specs}
+        shape = (sum(int(s.spixels) for s in specs), int(specs[0].fpixels))
+        m = np.asarray(det.mask)
+        if len(widths) != 1 or m.shape != shape:
+            raise ConfigError(f"-mask: with a multi-panel detector the mask is the panels stacked along slow "
+                              f"({'x'.join(map(str, shape[::-1])) if len(widths) == 1 else 'impossible: panel widths differ'}),"
+                              f" got {'x'.join(map(str, m.shape[::-1]))}")
+        slab = m != 0
+    masks, row = [], 0
+    for s in specs:
+        m = None if s.mask is None else np.asarray(s.mask, dtype=bool)
+        if m is not None and m.shape != (int(s.spixels), int(s.fpixels)):
+            raise ConfigError(f"panel {s.name}: mask of shape {m.shape}, expected ({s.spixels}, {s.fpixels})")
+        if slab is not None:
+            part = slab[row:row + int(s.spixels)]
+            m = part if m is None else (m & part)
+        row += int(s.spixels)
+        masks.append(None if m is None else np.ascontiguousarray(m))
+    return geoms, specs, sensors, masks
+
+
+def panel_reach(g) -> float:
+    """The distance (m) that sets a panel's reciprocal pixel for auto-oversampling: along the
+    beam where the beam meets the panel's plane (nanoBragg's -distance), else the plane's
+    normal distance."""
+    return g.distance if math.isfinite(g.distance) and g.distance > 0.0 else abs(g.close_distance)
 
 
 def auto_interpolate(cfg: SimConfig, notes: list) -> bool:
@@ -98,6 +217,11 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     geom = build_detector(det, axes, xp=xp, dtype=dtype, notes=notes)
     unit = lambda v: v / (np.linalg.norm(v) or 1.0)  # noqa: E731
     beam_u, polar_u, spindle_u = unit(axes["beam"]), unit(axes["polar"]), unit(axes["spindle"])
+    panel_geoms = panel_specs = panel_sensors = panel_masks = None
+    if det.panels is not None:  # a multi-panel detector replaces the flags' one panel
+        panel_geoms, panel_specs, panel_sensors, panel_masks = build_panels(cfg, axes["beam"], xp=xp, dtype=dtype,
+                                                                           notes=notes)
+        geom = panel_geoms[0]
     interpolate = auto_interpolate(cfg, notes)
 
     misset = cr.misset
@@ -112,6 +236,8 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     # oversampling: enough sub-pixels to resolve the crystal's transform across a pixel
     size_max = max(float(xtal.norm(vecs.real[i, :], xp=xp)) * 1e-10 * N[i] for i in range(3))
     recip_pixel = beam.wavelength * geom.distance / geom.pixel_size
+    if panel_geoms is not None:  # the panel that needs the most sub-pixels sets it
+        recip_pixel = min(beam.wavelength * panel_reach(g) / g.pixel_size for g in panel_geoms)
     # a vanishing reciprocal pixel (a subnormal distance) asks for unbounded oversampling,
     # which the memory estimate below refuses (a negative one, a detector behind the
     # sample, gives 1 as in nanoBragg)
@@ -152,9 +278,13 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     else:
         ds = divergence_sampling(beam)
         n_src, src_flags = ds.hdivsteps * ds.vdivsteps * ds.dispsteps, "-divsteps/-hdivsteps/-vdivsteps/-dispsteps"
+    npix, max_layers = geom.fpixels * geom.spixels, steps_t
+    if panel_geoms is not None:
+        npix = sum(g.fpixels * g.spixels for g in panel_geoms)
+        max_layers = max(p.thicksteps for p in panel_sensors)
     check_fits(setup_parts(
-        pixels=geom.fpixels * geom.spixels, phisteps=sampling.phisteps, domains=sampling.mosaic_domains,
-        sources=n_src, thicksteps=steps_t, oversample=oversample, itemsize=8 if dtype == xp.float64 else 4,
+        pixels=npix, phisteps=sampling.phisteps, domains=sampling.mosaic_domains,
+        sources=n_src, thicksteps=max_layers, oversample=oversample, itemsize=8 if dtype == xp.float64 else 4,
         interpolate=interpolate, grid_points=0 if grid is None else grid.F.size, source_flags=src_flags,
         tile=not getattr(xp, "__name__", "").endswith("cupy")))
     spindle = xp.asarray(spindle_u, dtype=dtype)
@@ -176,8 +306,10 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
     I_bg = WATER_F ** 2 * R_E_SQR * beam.fluence * cube * 1e6 * AVOGADRO / WATER_MW
 
     roi = det.roi if det.roi is not None else (0, geom.fpixels, 0, geom.spixels)
+    if panel_geoms is not None and det.roi is None:  # -roi is in each panel's own pixels
+        roi = (0, max(g.fpixels for g in panel_geoms), 0, max(g.spixels for g in panel_geoms))
     mask = None
-    if det.mask is not None:
+    if det.mask is not None and panel_geoms is None:
         mask = np.asarray(det.mask) != 0
 
     return Experiment(
@@ -192,6 +324,7 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
         sampling=sampling, wavelength=beam.wavelength, source_table=table, cell_params=cell_params,
         notes=notes, xp=xp, dtype=dtype, cell_real=vecs.real * 1e-10,
         spindle_unit=np.asarray(spindle_u, dtype=np.float64), mosaic_umats=umats,
+        panel_geometries=panel_geoms, panel_specs=panel_specs, panel_sensors=panel_sensors, panel_masks=panel_masks,
     )
 
 

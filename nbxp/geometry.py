@@ -275,3 +275,66 @@ def capture_fraction_cos(parallax, layer, thickstep: float, mu: float, *, xp):
     depth (m) in units of ``thickstep`` (m), ``mu`` in 1/m (Beer-Lambert along the ray)."""
     return (xp.exp(-layer * thickstep * mu / parallax)
             - xp.exp(-(layer + 1) * thickstep * mu / parallax))
+
+
+def _panel_axis(v) -> np.ndarray:
+    """A panel's fast or slow axis as a host float64 unit vector: as given when it is unit
+    to 1e-12 (a geometry file's or the flags' own axes keep their bits), else normalised."""
+    v = np.asarray(v, dtype=np.float64)
+    mag = math.sqrt(float(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
+    return v if abs(mag - 1.0) <= 1e-12 else v / mag
+
+
+def panel_geometry(spec, det: DetectorConfig, beam_unit, *, xp, dtype) -> DetectorGeometry:
+    """The :class:`DetectorGeometry` of one flat panel of a multi-panel detector
+    (:class:`nbxp.panels.PanelSpec`, SI units, nbxp's lab frame), as the engine uses it.
+
+    pix0 is the panel's ``origin``, fdet/sdet its fast/slow unit axes and odet = fdet x sdet
+    (normalised; negated for a mirrored panel whose fdet x sdet points towards the sample,
+    so that odet always points into the sensor, away from the sample).  ``close_distance`` = pix0 . odet: the signed distance (m) of the panel's
+    plane from the sample, which the solid angle uses as nanoBragg uses its close distance
+    (omega = (pixel/R)^2 close/R: the obliquity of the ray to *this* panel's normal).  The
+    near point (Fclose, Sclose) is the foot of that normal on the plane, ORGX/ORGY the
+    same in pixels (+0.5, XDS); ``distance`` (m) is the path along ``beam_unit`` to the
+    plane and (Fbeam, Sbeam) the point where the beam meets it, all nan when the beam's ray
+    never meets the plane (parallel, or the plane behind the sample along the beam).
+    Conventions and pivots do not apply (convention "CUSTOM", pivot "SAMPLE", two-theta 0:
+    the panel is already placed); a panel is never curved; ``point_pixel`` comes from
+    ``det`` (-point_pixel)."""
+    px = float(spec.pixel_size)
+    A = lambda v: xp.asarray(np.asarray(v, dtype=np.float64), dtype=dtype)  # noqa: E731
+    fdet_h, sdet_h = _panel_axis(spec.fast), _panel_axis(spec.slow)
+    odet_h, _ = unit_host(np.cross(fdet_h, sdet_h))
+    if float(np.dot(np.asarray(spec.origin, dtype=np.float64), odet_h)) < 0.0:
+        # a mirrored panel (fast x slow towards the sample): the sensor's depth, the
+        # obliquity of the solid angle and the parallax of absorption all run away from the
+        # sample, so the normal is turned to point away from it
+        odet_h = -odet_h
+    beam_h, _ = unit_host(beam_unit)
+    pix0, fdet, sdet, odet, beam = A(spec.origin), A(fdet_h), A(sdet_h), A(odet_h), A(beam_h)
+    # the same arithmetic as build_detector's final frame, so that a panel equal to the
+    # flags' detector gives its numbers
+    Fclose = -float(dot(pix0, fdet, xp=xp))
+    Sclose = -float(dot(pix0, sdet, xp=xp))
+    close_distance = float(dot(pix0, odet, xp=xp))
+    ratio = float(dot(beam, odet, xp=xp))
+    nan = float("nan")
+    distance = close_distance / ratio if ratio != 0.0 else nan
+    if not distance > 0.0:  # the beam's ray never meets the plane
+        distance = Fbeam = Sbeam = nan
+    else:
+        hit = distance * beam - pix0
+        Fbeam = float(dot(fdet, hit, xp=xp))
+        Sbeam = float(dot(sdet, hit, xp=xp))
+    p = [float(c) for c in np.asarray(spec.origin, dtype=np.float64)]
+    return DetectorGeometry(
+        fpixels=int(spec.fpixels), spixels=int(spec.spixels), pixel_size=px,
+        detsize_f=px * int(spec.fpixels), detsize_s=px * int(spec.spixels),
+        pix0=pix0, fdet=fdet, sdet=sdet, odet=odet, beam=beam,
+        distance=distance, close_distance=close_distance,
+        Xbeam=Fbeam, Ybeam=Sbeam, Fbeam=Fbeam, Sbeam=Sbeam,
+        Xclose=Fclose, Yclose=Sclose, Fclose=Fclose, Sclose=Sclose,
+        ORGX=Fclose / px + 0.5, ORGY=Sclose / px + 0.5,
+        dials_origin=(1000.0 * p[2], 1000.0 * p[1], -1000.0 * p[0]),
+        pivot="SAMPLE", convention="CUSTOM", twotheta=0.0, curved=False, point_pixel=bool(det.point_pixel),
+    )

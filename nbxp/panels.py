@@ -78,3 +78,26 @@ class DetectorSpec:
     source: str = ""
     adu_per_photon: Optional[float] = None
     notes: tuple[str, ...] = ()
+
+
+def slab(images):
+    """The per-panel images (a list of (spixels_p, fpixels_p) arrays, in panel order, as
+    :func:`nbxp.simulate` returns them for a multi-panel detector) concatenated along the
+    slow axis: one (sum spixels_p, fpixels) array, the raw-float file's layout (CrystFEL's
+    "slab": panel p's rows follow panel p-1's).  A single array is returned as it is.
+    Panels of different fast widths have no slab: ValueError (one line)."""
+    if not isinstance(images, (list, tuple)):
+        return images
+    if not images:
+        raise ValueError("slab: no panel images")
+    widths = [int(im.shape[-1]) for im in images]
+    if len(set(widths)) != 1:
+        raise ValueError(f"slab: the panels' fast widths differ ({', '.join(map(str, widths))} pixels): "
+                         "they cannot be stacked along slow")
+    first = images[0]
+    if hasattr(first, "__array_namespace__"):
+        xp = first.__array_namespace__()
+    else:  # e.g. a torch tensor
+        from array_api_compat import array_namespace
+        xp = array_namespace(*images)
+    return xp.concat(list(images), axis=0)

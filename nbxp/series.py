@@ -73,7 +73,8 @@ class Frame:
     """One rendered frame of a series.
 
     ``image``: the float image (photons per pixel, (spixels, fpixels)) in the series'
-    namespace and dtype.  ``phi``: the spindle angle at the frame's start, ``osc`` its width
+    namespace and dtype; for a multi-panel detector a list of per-panel images (image p
+    (spixels_p, fpixels_p), as :func:`nbxp.simulate` gives).  ``phi``: the spindle angle at the frame's start, ``osc`` its width
     (rad; 0 for stills).  ``rotation``: for a still shot, the crystal's full rotation from the
     base orientation (host (3, 3): the shot's random rotation times the -phi rotation), None
     in a rotation scan.  ``seed``: the noise seed of this frame.  ``interpolation``: the

@@ -455,6 +455,10 @@ def host_experiment(cfg: SimConfig):
 def check_pixel(cfg: SimConfig, spixel: int, fpixel: int) -> None:
     """Raise a one-line error naming the flag when the pixel is not on the detector."""
     from .flags import UsageError
+    if cfg.detector.panels is not None:
+        from .errors import ConfigError
+        raise ConfigError("-trace_pixel: not available for a multi-panel detector (--geometry); "
+                         "the trace follows nanoBragg's one panel")
     S, F = cfg.detector.spixels, cfg.detector.fpixels
     if not (0 <= spixel < S and 0 <= fpixel < F):
         raise UsageError(f"-trace_pixel: pixel (slow {spixel}, fast {fpixel}) is not on the {F}x{S} "

@@ -198,6 +198,8 @@ def render_cpu(exp, *, threads: int | None = None, progress=None, fast_math: boo
     from ..gpu import render_kernel
     if getattr(exp.xp, "__name__", "") != "numpy":
         raise TypeError("the CPU kernel renders NumPy experiments")
+    if exp.multi_panel:  # temporary: the kernel's panel table comes in the next commit
+        raise NativeUnavailable("a multi-panel detector")
     threads = default_threads() if threads is None else max(1, int(threads))
     Fpad = exp.F._padded_grid() if exp.F.count != 0 else np.zeros(1, dtype=exp.dtype)
     if Fpad.shape[0] >= 2**31:
