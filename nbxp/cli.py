@@ -46,6 +46,8 @@ def run(argv: list[str], out=None) -> int:
     s, cfg = parsed.state, parsed.config
     if s.frames is not None or s.stills is not None or s.truth is not None:
         return run_series(parsed, out)
+    if cfg.detector.panels is not None:
+        return run_series(parsed, out, single=True)
     outputs = [(s.floatfile, "-floatfile"), (s.intfile, "-intfile")]
     outputs += [(s.pgmfile, "-pgmfile")] if s.write_pgm else []
     outputs += [(s.noisefile, "-noisefile")] if s.calculate_noise else []
@@ -143,30 +145,64 @@ def _finish(s, cfg, exp, img32, p, writer, writes) -> int:
     return 0
 
 
-def run_series(parsed, out=sys.stdout) -> int:
+def _panel_requests(s, requests, npanels: int, notes: list) -> list:
+    """A multi-panel run's outputs: those whose format holds several panels; an output left
+    at its default name in a format that holds one panel (intimage.img, image.pgm, ...) is
+    dropped with a note, one the user named is kept (and refused, naming it, by
+    :func:`nbxp.io.dataset.check_geometry`)."""
+    from .io import dataset
+    given = {name for _, name in s.given}
+    keep = []
+    for flag, kind, name in requests:
+        fmt = dataset.output_format(kind, name, flag)
+        if flag not in given and dataset.multi_panel_problem(fmt, npanels):
+            notes.append(f"{flag}: {name} not written ({fmt} holds one panel; name a .h5/.nxs file"
+                         + (" or a .bin file" if kind == dataset.FLOAT else "") + " for this detector)")
+            continue
+        keep.append((flag, kind, name))
+    return keep
+
+
+def run_series(parsed, out=sys.stdout, single: bool = False) -> int:
     """--frames/--stills: the series is :func:`nbxp.series.prepare_series`'s, the files
-    :class:`nbxp.io.dataset.SeriesWriter`'s; this prints and drives them."""
+    :class:`nbxp.io.dataset.SeriesWriter`'s; this prints and drives them.  ``single``: the
+    one image of a multi-panel detector without --frames/--stills (a series of one frame at
+    -phi with the run's own -osc, written under the names as given)."""
     from .flags import UsageError
     from .gpu import choose_backend
     from .io import dataset
     from .report import summary_lines
-    from .series import prepare_series
+    from .series import ROTATION, Series, prepare_series
 
     s, cfg = parsed.state, parsed.config
-    if s.frames is None and s.stills is None:
+    if not single and s.frames is None and s.stills is None:
         raise UsageError("--truth: needs --frames N or --stills N (--frames 1 for one image)")
     if s.frames is not None and s.stills is not None:
         raise UsageError("--frames and --stills: a series is either a rotation scan or still shots")
-    n = s.frames if s.frames is not None else s.stills
+    n = 1 if single else (s.frames if s.frames is not None else s.stills)
     requests = [("-floatfile", dataset.FLOAT, s.floatfile), ("-intfile", dataset.INT, s.intfile)]
     requests += [("-pgmfile", dataset.PGM, s.pgmfile)] if s.write_pgm else []
     requests += [("-noisefile", dataset.NOISE, s.noisefile)] if s.calculate_noise else []
-    inputs = [s.hklfile, s.pdbfile, s.matfile, s.imgfile, s.maskfile, s.sourcefile, s.stolfile, "Fdump.bin"]
-    outputs = dataset.plan(requests, n, inputs, s.truth)
+    dropped: list[str] = []
+    if cfg.detector.panels is not None:
+        requests = _panel_requests(s, requests, len(cfg.detector.panels), dropped)
+    inputs = [s.hklfile, s.pdbfile, s.matfile, s.imgfile, s.maskfile, s.sourcefile, s.stolfile, "Fdump.bin",
+              s.geometry]
+    outputs = dataset.plan(requests, n, inputs, s.truth, single=single)
     _check_write_hkl(s)
     backend, why = choose_backend(s.backend, s.dtype)
-    series = prepare_series(cfg, frames=s.frames, stills=s.stills, orientation_seed=s.orientation_seed,
-                            backend=backend, dtype=s.dtype, fast_math=True if s.fast_math else None)
+    if single:
+        from .api import backend_choice, resolve_dtype, resolve_namespace
+        from .experiment import build_experiment
+        module, renderer = backend_choice(None, backend, s.dtype)
+        ns = resolve_namespace(module)
+        exp = build_experiment(cfg, xp=ns, dtype=resolve_dtype(ns, s.dtype))
+        # frame 0 of a "scan" at -phi with the run's own oscillation: exactly the single image
+        series = Series(cfg, exp, ROTATION, 1, int(cfg.seed), renderer=renderer,
+                        fast_math=True if s.fast_math else None)
+    else:
+        series = prepare_series(cfg, frames=s.frames, stills=s.stills, orientation_seed=s.orientation_seed,
+                                backend=backend, dtype=s.dtype, fast_math=True if s.fast_math else None)
     dataset.check_geometry(outputs, series.exp)
     if s.truth is not None:
         from .io import expt
@@ -177,17 +213,23 @@ def run_series(parsed, out=sys.stdout) -> int:
     p = lambda line: print(line, file=out)  # noqa: E731
     for w in s.warnings:
         p(w)
+    for line in s.geometry_lines + dropped:
+        p(line)
     _announce_structure_factors(s, cfg, p)
     for line in summary_lines(series.exp, cfg, s):
         p(line)
     p(f"nbxp backend: {backend} ({why})")
     rtd = 180.0 / math.pi
-    if series.kind == "rotation":
+    if single:
+        p(f"one image of a detector of {len(series.exp.panels)} panels at phi {series.phi0 * rtd:g} deg "
+          f"(osc {series.osc * rtd:g} deg); noise seed {series.seed}")
+    elif series.kind == "rotation":
         p(f"rotation scan: {n} frames of {series.osc * rtd:g} degrees from phi {series.phi0 * rtd:g} "
           f"({series.exp.sampling.phisteps} phi steps each)")
     else:
         p(f"still shots: {n}, random orientations from orientation seed {series.orientation_seed}")
-    p(f"noise seed of frame i (from 0): {series.seed} + i")
+    if not single:
+        p(f"noise seed of frame i (from 0): {series.seed} + i")
     for o in outputs:
         p(f"{o.flag}: {o.format}, " + (f"one file per frame: {o.template}" if o.per_frame else f"one file: {o.template}")
           + (f" (no '#' in {o.given}: _##### added; # = frame number from 1)" if o.added else ""))
@@ -198,7 +240,17 @@ def run_series(parsed, out=sys.stdout) -> int:
         say = p if bar is None else (lambda line: bar.write(line, file=out))
         for frame in series.frames(threads=s.threads, float32_image=True, **tile):
             rep = writer.write(frame)
-            line = (f"frame {frame.index + 1}/{n}: phi {frame.phi * rtd:g} deg, max_I {rep.stats.max_I:g}, "
+            if single:
+                for line in rep.stats.lines():
+                    say(line)
+                say(f"intfile_scale = {rep.scale:g}")
+                if rep.photons is not None:
+                    say(f"{rep.photons:.0f} photons on noise image ({rep.overloads} overloads)")
+                for o in outputs:
+                    say(f"writing {o.template} ({o.format}, {o.flag})")
+                continue
+            panel = f" (panel {rep.stats.names[rep.stats.panel]})" if hasattr(rep.stats, "panel") else ""
+            line = (f"frame {frame.index + 1}/{n}: phi {frame.phi * rtd:g} deg, max_I {rep.stats.max_I:g}{panel}, "
                     f"noise seed {frame.seed}")
             if rep.photons is not None:
                 line += f", {rep.photons:.0f} photons ({rep.overloads} overloads)"
@@ -209,7 +261,7 @@ def run_series(parsed, out=sys.stdout) -> int:
             if bar is not None:
                 bar.update(1)
     for o in outputs:
-        if not o.per_frame:
+        if not o.per_frame and not single:
             p(f"wrote {o.template} ({n} frames)")
     _write_structure_factors(s, cfg, p)
     if s.truth is not None:

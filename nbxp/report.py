@@ -54,7 +54,25 @@ def summary_lines(exp, cfg, state=None) -> list[str]:
     extra = "".join(t for t, on in ((" +thick", exp.oversample_thick), (" +polar", exp.oversample_polar),
                                       (" +omega", exp.oversample_omega)) if on)
     lines.append(f"  {exp.oversample}x{exp.oversample} pixel oversample steps{extra}")
+    if getattr(exp, "multi_panel", False):
+        lines += panel_lines(exp)
     return lines
+
+
+def panel_lines(exp) -> list[str]:
+    """One line per panel of a multi-panel detector: size, pixel, origin (pix0), axes,
+    normal distance and where its rows start in the slab (the raw float layout)."""
+    from .models import host, panel_names, slab_layout
+    geoms = exp.panels
+    (rows, width), starts = slab_layout([(g.spixels, g.fpixels) for g in geoms])
+    vec = lambda v: " ".join(f"{x:.6g}" for x in host(v))  # noqa: E731
+    out = [f"  detector of {len(geoms)} panels, {int(exp.panel_offsets[-1])} pixels; slab {width}x{rows} "
+           "(panels stacked along slow in this order)"]
+    for name, g, r in zip(panel_names(exp), geoms, starts):
+        out.append(f"  panel {name}: {g.fpixels}x{g.spixels} pixels of {g.pixel_size:g} m, slab rows {r}-"
+                   f"{r + g.spixels - 1}, pix0= {vec(g.pix0)} fast= {vec(g.fdet)} slow= {vec(g.sdet)} "
+                   f"normal distance {g.close_distance:g} m")
+    return out
 
 
 def structure_factor_lines(sf, notes=()) -> list[str]:

@@ -72,3 +72,64 @@ def image_stats(img32: np.ndarray, rendered: np.ndarray, roi, pixel_size: float,
         dev2 += float(np.sum(d))
     rmsd = math.sqrt(dev2 / ((m if m > 1 else 2) - 1))
     return ImageStats(max_I, mx, my, avg, rms, rmsd)
+
+
+@dataclass
+class DetectorStats:
+    """Statistics of a multi-panel image: ``total`` over every panel (as :func:`image_stats`
+    of one image made of all of them: max and mean/rms over the simulated pixels, rmsd over
+    the panels' ROI boxes), the brightest pixel's ``panel`` (index) and ``names``, and
+    ``panels``, one :class:`ImageStats` per panel (positions in that panel's own frame)."""
+
+    total: ImageStats
+    panel: int
+    names: list
+    panels: list
+
+    @property
+    def max_I(self) -> float:
+        return self.total.max_I
+
+    @property
+    def rmsd(self) -> float:
+        return self.total.rmsd
+
+    def lines(self) -> list[str]:
+        t = self.total
+        n = len(self.panels)
+        out = [f"detector of {n} panels: max_I = {t.max_I:g}  at {t.max_I_x:g} {t.max_I_y:g} on panel "
+               f"{self.names[self.panel]}",
+               f"detector of {n} panels: mean= {t.mean:g} rms= {t.rms:g} rmsd= {t.rmsd:g}"]
+        for name, st in zip(self.names, self.panels):
+            out.append(f"  panel {name}: max_I = {st.max_I:g}  at {st.max_I_x:g} {st.max_I_y:g}  "
+                       f"mean= {st.mean:g} rms= {st.rms:g} rmsd= {st.rmsd:g}")
+        return out
+
+
+def panel_stats(images, rendered, rois, pixel_sizes, oversample: int, names) -> DetectorStats:
+    """:class:`DetectorStats` of per-panel float32 images (host, (spixels_p, fpixels_p)),
+    with each panel's ``rendered`` mask, ROI (fmin, fmax, smin, smax) and pixel size (m).
+    The whole detector's figures pool the panels' sums with nanoBragg's n-1 denominators."""
+    per = [image_stats(im, r, roi, px, oversample) for im, r, roi, px in zip(images, rendered, rois, pixel_sizes)]
+    n = [int(np.count_nonzero(r)) for r in rendered]
+    N = sum(n)
+    total = sum(st.mean * k for st, k in zip(per, n))
+    # rms^2 (k - 1) is each panel's sum of squares (image_stats' denominators)
+    sumsq = sum(st.rms ** 2 * ((k if k > 1 else 2) - 1) for st, k in zip(per, n))
+    avg = total / (N if N > 0 else 1)
+    rms = math.sqrt(sumsq / ((N if N > 1 else 2) - 1))
+    dev2, M = 0.0, 0
+    for im, (fmin, fmax, smin, smax) in zip(images, rois):
+        box = im[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1]
+        M += box.size
+        for rows in row_blocks(box.shape):
+            d = np.subtract(box[rows], avg, dtype=np.float64)
+            np.multiply(d, d, out=d)
+            dev2 += float(np.sum(d))
+    rmsd = math.sqrt(dev2 / ((M if M > 1 else 2) - 1))
+    best = 0
+    for i, st in enumerate(per):
+        if st.max_I > per[best].max_I:  # strictly greater: the first panel wins a tie
+            best = i
+    b = per[best]
+    return DetectorStats(ImageStats(b.max_I, b.max_I_x, b.max_I_y, avg, rms, rmsd), best, list(names), per)

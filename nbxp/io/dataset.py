@@ -76,10 +76,11 @@ class Output:
     given: str
     template: str
     added: bool = False  # '_#####' was added to the name
+    single: bool = False  # a single image (no series): the name as given
 
     @property
     def per_frame(self) -> bool:
-        return self.format != NEXUS
+        return self.format != NEXUS and not self.single
 
     def path(self, index: int) -> str:
         """The file of frame ``index`` (0-based)."""
@@ -118,26 +119,29 @@ def frame_template(path: str, flag: str, nframes: int) -> tuple[str, bool]:
     return root + "_" + "#" * max(5, digits) + ext, True
 
 
-def plan(requests, nframes: int, inputs=(), truth: str | None = None) -> list[Output]:
+def plan(requests, nframes: int, inputs=(), truth: str | None = None, single: bool = False) -> list[Output]:
     """Check the outputs of a series before anything is rendered and return them.
 
     ``requests``: (flag, kind, name) per output; ``inputs``: the files the run reads (none may
     be overwritten); ``truth``: the ground-truth file name, if any.  Raises
     :class:`~nbxp.io.InputError` (one line naming the flag) for an unwritable directory, a
     format that cannot hold the image, a bad ``#`` run, two outputs sharing files, or an
-    output that would overwrite an input.
+    output that would overwrite an input.  ``single``: one image, not a series (a
+    multi-panel single run): every name is used as given.
     """
     outs: list[Output] = []
     for flag, kind, name in requests:
         fmt = output_format(kind, name, flag)
-        if fmt == NEXUS:
+        if single:
+            tpl, added = name, False
+        elif fmt == NEXUS:
             if "#" in os.path.basename(name):
                 raise InputError(f"{flag}: {name}: a NeXus file holds the whole series; its name takes no '#'")
             tpl, added = name, False
         else:
             tpl, added = frame_template(name, flag, nframes)
         check_writable(tpl, flag)
-        outs.append(Output(flag, kind, fmt, name, tpl, added))
+        outs.append(Output(flag, kind, fmt, name, tpl, added, single))
     named = [(o.flag, o) for o in outs]
     for i, (fa, a) in enumerate(named):
         for fb, b in named[i + 1:]:
@@ -159,10 +163,26 @@ def plan(requests, nframes: int, inputs=(), truth: str | None = None) -> list[Ou
     return outs
 
 
+def multi_panel_problem(fmt: str, npanels: int) -> str | None:
+    """Why ``fmt`` cannot hold the image of a detector of ``npanels`` panels; None when it
+    can.  SMV, miniCBF and PGM hold one pixel array with one panel's geometry (DIALS cannot
+    impose a multi-panel geometry on such files either, ../shared/notes/dials.md), so a
+    multi-panel image goes to NeXus (one module per panel) or raw float (the slab)."""
+    if npanels > 1 and fmt in (SMV, CBF, PGMFMT):
+        return (f"{fmt} holds one panel; a detector of {npanels} panels is written as NeXus (.h5/.nxs, one "
+                "module per panel) or raw float (.bin, the panels stacked along slow)")
+    return None
+
+
 def check_geometry(outputs, exp) -> None:
-    """Refuse CBF or NeXus output when the format cannot describe the geometry (before
-    anything is rendered), in one line naming the flag and the file."""
+    """Refuse CBF or NeXus output when the format cannot describe the geometry, and SMV,
+    CBF and PGM for a multi-panel detector (before anything is rendered), in one line
+    naming the flag and the file."""
+    npanels = len(exp.panels) if getattr(exp, "multi_panel", False) else 1
     for o in outputs:
+        why = multi_panel_problem(o.format, npanels)
+        if why:
+            raise InputError(f"{o.flag}: {o.given}: {why}")
         if o.format == CBF:
             from . import cbf as module
         elif o.format == NEXUS:
@@ -203,10 +223,28 @@ class SeriesWriter:
         self._nexus: dict[int, object] = {}
         from ..engine import rendered_mask
         exp = series.exp
-        self.rendered = rendered_mask(exp)
-        fmin, fmax, smin, smax = exp.roi
-        self.box = np.zeros(self.rendered.shape, dtype=bool)
-        self.box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
+        self.multi = bool(getattr(exp, "multi_panel", False))
+        if self.multi:
+            from ..engine import rendered_masks
+            from ..models import panel_names, slab_layout, to_slab
+            views = [exp.panel_view(p) for p in range(len(exp.panels))]
+            self.rendered_p = rendered_masks(exp)
+            self.rois = [v.roi for v in views]
+            self.pixel_sizes = [v.geom.pixel_size for v in views]
+            self.names = panel_names(exp)
+            boxes = []
+            for r, (fmin, fmax, smin, smax) in zip(self.rendered_p, self.rois):
+                b = np.zeros(r.shape, dtype=bool)
+                b[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
+                boxes.append(b)
+            # the slab's ROI box (padding of narrower panels is outside it)
+            self.box = to_slab(boxes)
+            self.rendered = to_slab(self.rendered_p)
+        else:
+            self.rendered = rendered_mask(exp)
+            fmin, fmax, smin, smax = exp.roi
+            self.box = np.zeros(self.rendered.shape, dtype=bool)
+            self.box[max(smin, 0):smax + 1, max(fmin, 0):fmax + 1] = True
 
     # ------------------------------------------------------------------ NeXus lifetime
     def __enter__(self):
@@ -218,7 +256,8 @@ class SeriesWriter:
             from .nexus import NexusWriter
             is_float = o.kind == FLOAT
             w = NexusWriter(o.template, s.exp, nframes=s.count, dtype=np.float32 if is_float else np.int32,
-                            start_angle=s.phi0, angle_increment=s.osc, stills=s.kind == "stills",
+                            start_angle=s.phi0, angle_increment=s.osc,
+                            stills=s.kind == "stills" or not s.osc > 0,
                             exposure=s.config.beam.exposure, saturation=None if is_float else COUNT_SATURATION)
             self._nexus[i] = w
         return self
@@ -245,8 +284,15 @@ class SeriesWriter:
         from .pgm import write_pgm
         from .smv import header_values, nanobragg_header, write_smv
         s, exp = self.series, self.series.exp
-        img32 = to_host_float32(frame.image)
-        st = image_stats(img32, self.rendered, exp.roi, exp.geom.pixel_size, exp.oversample)
+        if self.multi:
+            from ..models import to_slab
+            from ..stats import panel_stats
+            imgs = [to_host_float32(im) for im in frame.image]
+            st = panel_stats(imgs, self.rendered_p, self.rois, self.pixel_sizes, exp.oversample, self.names)
+            img32 = to_slab(imgs)  # what every file holds: the panels stacked along slow
+        else:
+            img32 = to_host_float32(frame.image)
+            st = image_stats(img32, self.rendered, exp.roi, exp.geom.pixel_size, exp.oversample)
         scale = images.int_scale(self.scale, st.max_I)
         rep = FrameReport(frame.index, st, scale)
         header = None
