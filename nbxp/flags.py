@@ -782,7 +782,7 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
         # compares indices with them); clamped, they stay small integers for the arrays
         roi = (min(roi[0], fpixels), min(roi[1], fpixels), min(roi[2], spixels), min(roi[3], spixels))
 
-    if mask is not None and mask.shape != (spixels, fpixels):
+    if mask is not None and s.geometry is None and mask.shape != (spixels, fpixels):
         raise UsageError(f"-mask: {s.maskfile} is {mask.shape[1]}x{mask.shape[0]} pixels but the detector is "
                          f"{fpixels}x{spixels}")
 
@@ -848,12 +848,14 @@ def _finish(s: State, cwd: str, mask) -> SimConfig:
 
 
 #: flags that place or size the detector (or read it from an image header): a geometry
-#: file gives all of that, so one of them with --geometry is an error naming both
+#: file gives all of that, so one of them with --geometry is an error naming both.  -mask
+#: (its pixels, in the slab's shape; its header's geometry is not used) and -roi (in each
+#: panel's own pixels) still apply
 DETECTOR_PLACEMENT = ("-distance", "-close_distance", "-detpixels", "-detpixels_f", "-detpixels_s", "-detsize",
                       "-detsize_f", "-detsize_s", "-pixel", "-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX",
                       "-ORGY", "-pivot", "-twotheta", "-twotheta_axis", "-detector_rotx", "-detector_roty",
                       "-detector_rotz", "-fdet_vector", "-sdet_vector", "-odet_vector", "-pix0_vector",
-                      "-curved_det", "-img", "-mask", "-roi")
+                      "-curved_det", "-img")
 
 
 def _given(s: State, *names) -> Optional[str]:
@@ -920,6 +922,9 @@ def _apply_geometry(s: State, cwd: str, det, beam):
         if spec.spindle is not None:
             lines.append(f"  spindle {vec(spindle)}: from {flag_sp} (the file says {vec(spec.spindle)})")
     lines.append("  polarization: from the flags (-polar, -polar_vector, -nopolar); a file's is not used")
+    if s.maskfile:
+        lines.append(f"  -mask {s.maskfile}: its pixels (the panels stacked along slow) are used, its header's "
+                     "detector values are not")
     if spec.adu_per_photon is not None:
         lines.append(f"  {spec.adu_per_photon:g} ADU per photon in the file; nbxp's images count photons (-scale)")
     p0 = spec.panels[0]
