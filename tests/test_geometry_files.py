@@ -473,3 +473,21 @@ def test_mask_and_roi_apply_per_panel(tmp_path):
     on[:, 50:] = False
     np.testing.assert_array_equal(slab[on], full[on])  # everything else as without them
     assert full[~on].max() > 0
+
+
+def test_detector_statistics_pool_the_panels():
+    """The whole detector's figures are image_stats of the slab (one image made of the
+    panels), the brightest panel's maximum its own."""
+    from nbxp.stats import image_stats, panel_stats
+    rng = np.random.default_rng(3)
+    imgs = [rng.gamma(0.5, 3.0, size=(7 + k, 9)).astype(np.float32) for k in range(3)]
+    imgs[1][2, 4] = 1e3
+    masks = [rng.random(im.shape) > 0.1 for im in imgs]
+    rois = [(0, 9, 0, im.shape[0]) for im in imgs]
+    st = panel_stats(imgs, masks, rois, [1e-4] * 3, 2, ["a", "b", "c"])
+    whole = image_stats(np.concatenate(imgs), np.concatenate(masks), (0, 9, 0, 30), 1e-4, 2)
+    for k in ("mean", "rms", "rmsd"):
+        assert getattr(st.total, k) == pytest.approx(getattr(whole, k), rel=1e-12)
+    assert st.max_I == whole.max_I == 1e3 and st.names[st.panel] == "b"
+    assert (st.total.max_I_x, st.total.max_I_y) == (st.panels[1].max_I_x, st.panels[1].max_I_y)
+    assert st.lines()[0].endswith("on panel b") and len(st.lines()) == 5
