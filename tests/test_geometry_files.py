@@ -303,7 +303,10 @@ def test_dxtbx_hierarchy_is_composed_as_dxtbx_does(tmp_path):
     ((0,1,0), (1,0,0), (5,6,7)) and a panel ((1,0,0), (0,1,0), (1,2,3)) in it (local frames):
     dxtbx's own Panel.get_fast_axis/get_slow_axis/get_origin gave (0,-1,0), (1,0,0),
     (-3,3,-104) (tests/test_dials_panels.py repeats this with dxtbx itself)."""
-    panel = dxtbx_node((1, 0, 0), (0, 1, 0), (1, 2, 3), name="a", image_size=[10, 20], pixel_size=[0.1, 0.1])
+    # mask rectangle (f0, f1, s0, s1), half-open: dxtbx 3.11's Panel.add_mask(1, 3, 2, 4) on a
+    # 6x5 panel gave get_untrusted_rectangle_mask() False at rows 2-3, columns 1-2
+    panel = dxtbx_node((1, 0, 0), (0, 1, 0), (1, 2, 3), name="a", image_size=[10, 20], pixel_size=[0.1, 0.1],
+                       mask=[[1, 3, 2, 4]])
     group = dxtbx_node((0, 1, 0), (1, 0, 0), (5, 6, 7), children=[{"panel": 0}])
     root = dxtbx_node((1, 0, 0), (0, -1, 0), (-10, 10, -100), children=[group])
     path = tmp_path / "det.json"
@@ -313,6 +316,7 @@ def test_dxtbx_hierarchy_is_composed_as_dxtbx_does(tmp_path):
     np.testing.assert_allclose(p.slow, (1, 0, 0), atol=1e-15)
     np.testing.assert_allclose(p.origin, (-3e-3, 3e-3, -104e-3), atol=1e-15)
     assert (p.fpixels, p.spixels, p.pixel_size) == (10, 20, pytest.approx(1e-4))
+    assert {tuple(int(v) for v in x) for x in np.argwhere(~p.mask)} == {(2, 1), (2, 2), (3, 1), (3, 2)}
 
 
 def test_expt_round_trip_through_the_truth_writer(tmp_path):
@@ -362,13 +366,18 @@ def run_cli(args, cwd):
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("case", ["unknown key", "detector flag", "smv", "cbf", "inconsistent"])
+@pytest.mark.parametrize("case", ["unknown key", "detector flag", "smv", "cbf", "inconsistent", "zero vector",
+                                  "missing res"])
 def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path, case):
     text, extra = FOUR, []
     if case == "unknown key":
         text = FOUR + "p3/colour = blue\n"
     elif case == "inconsistent":
         text = FOUR.replace("p3/max_ss = 119", "p3/max_ss = 80")
+    elif case == "zero vector":
+        text = FOUR.replace("p2/ss = +1.0y", "p2/ss = 0y")
+    elif case == "missing res":
+        text = FOUR.replace("res = 5000", "").replace("p0/fs = +1.0x", "p0/fs = +1.0x\np0/res = 5000")
     elif case == "detector flag":
         extra = ["-distance", "80"]
     elif case == "smv":
@@ -383,7 +392,8 @@ def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("nbxp: error: "), r.stderr
     want = {"unknown key": f"line {len(textwrap.dedent(text).splitlines())}: unknown panel key 'p3/colour'", "inconsistent": "max_ss 80 < min_ss 90",
             "detector flag": "-distance and --geometry", "smv": "-intfile: int.img: SMV holds one panel",
-            "cbf": "-noisefile: scan_#.cbf: CBF holds one panel"}[case]
+            "cbf": "-noisefile: scan_#.cbf: CBF holds one panel", "zero vector": "panel p2: ss must be a unit vector",
+            "missing res": "panel p1 (line 21): no 'res'"}[case]
     assert want in lines[0]
     assert set(p.name for p in tmp_path.iterdir()) == before
 
