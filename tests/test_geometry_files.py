@@ -393,7 +393,8 @@ def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path, case):
     want = {"unknown key": f"line {len(textwrap.dedent(text).splitlines())}: unknown panel key 'p3/colour'", "inconsistent": "max_ss 80 < min_ss 90",
             "detector flag": "-distance and --geometry", "smv": "-intfile: int.img: SMV holds one panel",
             "cbf": "-noisefile: scan_#.cbf: CBF holds one panel", "zero vector": "panel p2: ss must be a unit vector",
-            "missing res": "panel p1 (line 21): no 'res'"}[case]
+            "missing res": f"panel p1 (line {textwrap.dedent(text).splitlines().index('p1/min_fs = 0') + 1}): "
+                           "no 'res'"}[case]
     assert want in lines[0]
     assert set(p.name for p in tmp_path.iterdir()) == before
 
