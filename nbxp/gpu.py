@@ -200,8 +200,13 @@ def position_pixel(layout: np.ndarray, i: int) -> int:
         row[c["NBXP_LAYOUT_FPIXELS"]]) + int(row[c["NBXP_LAYOUT_F0"]]) + k % w
 
 
+def max_layers(exp) -> int:
+    """The most sensor layers of any panel (a pixel's sub-path count uses it)."""
+    return max(exp.panel_view(p).thicksteps for p in range(len(exp.panels)))
+
+
 def chunk_pixels(exp) -> int:
-    per_pixel = exp.thicksteps * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
+    per_pixel = max_layers(exp) * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
     lo, hi = CHUNK_PIXELS
     return int(min(max(CHUNK_EVALUATIONS // max(per_pixel, 1), lo), hi))
 

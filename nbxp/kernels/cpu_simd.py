@@ -207,7 +207,8 @@ def render_cpu(exp, *, threads: int | None = None, progress=None, fast_math: boo
     offsets = exp.panel_offsets
     image32 = np.zeros(int(offsets[-1]), dtype=np.float32) if float32_image else None
     kernel = CpuSimdKernel(exp.dtype, np.asarray(Fpad), threads, fast_math, image32)
-    per_pixel = exp.thicksteps * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
+    from ..gpu import max_layers
+    per_pixel = max_layers(exp) * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
     if chunk is None:
         chunk = int(min(max(CHUNK_EVALUATIONS // max(per_pixel, 1), 1 << 12), 1 << 22))
     img, state = render_kernel(exp, kernel=kernel, progress=progress, chunk=chunk)
