@@ -418,3 +418,34 @@ def test_the_launch_glue_uses_only_the_array_api_with_panels(cpu_module):
     ref, _ = render(build_experiment(cfg, xp=np, dtype=np.float64), threads=1)
     for a, b in zip(images, ref):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+@pytest.mark.parametrize("panel,match", [
+    (PanelSpec("flat", (0.0, 0.0, 0.01), (0, 0, 1.0), (0, 1.0, 0), 4, 4, 1e-4), "passes through the sample"),
+    (PanelSpec("par", (0.1, 0.0, 0.0), (0, 0, 1.0), (0, 0, 2.0), 4, 4, 1e-4), "parallel"),
+    (PanelSpec("nan", (0.1, float("nan"), 0.0), (0, 0, 1.0), (0, 1.0, 0), 4, 4, 1e-4), "finite"),
+    (PanelSpec("empty", (0.1, 0.0, 0.0), (0, 0, 1.0), (0, 1.0, 0), 0, 4, 1e-4), "fpixels"),
+])
+def test_degenerate_panels_are_refused(panel, match):
+    cfg = cfg_of("-default_F 30")
+    cfg.detector.panels = (panel,)
+    with pytest.raises(ConfigError, match=match):
+        build_experiment(cfg, xp=np, dtype=np.float64)
+
+
+def test_corner_resolution_covers_every_panel():
+    """A model's default -sf_dmin: the finest d over every panel's corners (here computed
+    directly from the corner positions)."""
+    from nbxp.experiment import corner_resolution
+    cfg = cfg_of("-default_F 30")
+    exp1 = build_experiment(cfg, xp=np, dtype=np.float64)
+    near = cut(exp1.geom, [(0, 0, 26, 22)])[0]
+    far = PanelSpec("far", (0.03, 0.05, 0.02), (0, 0, 1.0), (0, -1.0, 0), 10, 10, 2e-4)
+    cfg.detector.panels = (near, far)
+    lam = 2e-10
+    px, o, f, sl = 2e-4, np.asarray(far.origin), np.asarray(far.fast), np.asarray(far.slow)
+    corners = np.array([o + (i + 0.5) * px * f + (j + 0.5) * px * sl for i in (0, 9) for j in (0, 9)])
+    d = corners / np.linalg.norm(corners, axis=1, keepdims=True)
+    want = lam / np.linalg.norm(d - [1.0, 0, 0], axis=1).max()
+    assert want < corner_resolution(cfg_of("-default_F 30").detector, cfg.beam)  # the far panel decides
+    assert math.isclose(corner_resolution(cfg.detector, cfg.beam), want, rel_tol=1e-9)
