@@ -100,15 +100,14 @@ def panel_tiles(exp: Experiment, tile_bytes: int = DEFAULT_TILE_BYTES):
             yield p, (ids + offsets[p] if offsets[p] else ids)
 
 
-def panel_values(exp: Experiment, panel: int, idx, state: InterpolationState):
+def panel_values(view: Experiment, offset: int, idx, state: InterpolationState):
     """Photons per pixel (array (P,)) for global pixel indices ``idx`` (an array of the
-    namespace, all on panel ``panel``): :func:`tile_values` of that panel's view on its
-    local indices; an interpolation switch-off is recorded at its global index."""
-    off = int(exp.panel_offsets[panel])
-    if not exp.multi_panel:
-        return tile_values(exp, idx, state)
+    namespace) of the panel whose view (:meth:`Experiment.panel_view`) is ``view`` and whose
+    pixels start at global index ``offset``: :func:`tile_values` of the view on the local
+    indices; an interpolation switch-off is recorded at its global index."""
+    off = int(offset)
     before = state.trigger
-    v = tile_values(exp.panel_view(panel), idx - off if off else idx, state)
+    v = tile_values(view, idx - off if off else idx, state)
     if state.trigger is not before and state.trigger is not None:
         state.trigger = (state.trigger[0] + off, *state.trigger[1:])
     return v
@@ -364,8 +363,14 @@ def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: in
     vals = xp.empty((sum(counts),), dtype=exp.dtype)  # every entry gets written
     offset = 0
 
+    views = [exp.panel_view(p) for p in range(len(masks))]
+    offsets = exp.panel_offsets
+
     def one(tile):
-        return panel_values(exp, tile[0], xp.asarray(tile[1]), state)
+        p, ids = tile
+        if not exp.multi_panel:
+            return tile_values(exp, xp.asarray(ids), state)
+        return panel_values(views[p], int(offsets[p]), xp.asarray(ids), state)
 
     def store(o, tile, v):
         n = tile[1].shape[0]
@@ -393,7 +398,7 @@ def render(exp: Experiment, *, tile_bytes: int = DEFAULT_TILE_BYTES, threads: in
     if not exp.multi_panel:
         return place(exp, vals, masks[0]), state
     starts = np.concatenate([[0], np.cumsum(counts)])
-    return [place(exp.panel_view(p), vals[int(starts[p]):int(starts[p + 1])], masks[p])
+    return [place(views[p], vals[int(starts[p]):int(starts[p + 1])], masks[p])
             for p in range(len(masks))], state
 
 

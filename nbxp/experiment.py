@@ -153,6 +153,15 @@ def build_panels(cfg: SimConfig, beam_unit, *, xp, dtype, notes: list):
         if int(s.fpixels) < 1 or int(s.spixels) < 1 or not float(s.pixel_size) > 0.0:
             raise ConfigError(f"panel {i} ({s.name}): needs fpixels, spixels >= 1 and a pixel size > 0, "
                               f"got {s.fpixels}x{s.spixels}, {s.pixel_size} m")
+    for i, s in enumerate(specs):
+        f, sl, o = (np.asarray(v, dtype=np.float64) for v in (s.fast, s.slow, s.origin))
+        if not (np.isfinite(f).all() and np.isfinite(sl).all() and np.isfinite(o).all()):
+            raise ConfigError(f"panel {i} ({s.name}): origin and axes must be finite")
+        n = np.cross(f, sl)
+        if not np.linalg.norm(n) > 1e-9 * (np.linalg.norm(f) * np.linalg.norm(sl)):
+            raise ConfigError(f"panel {i} ({s.name}): its fast and slow axes are zero or parallel")
+        if not abs(float(o @ n)) > 1e-9 * np.linalg.norm(n):
+            raise ConfigError(f"panel {i} ({s.name}): its plane passes through the sample (no solid angle)")
     geoms = [panel_geometry(s, det, beam_unit, xp=xp, dtype=dtype) for s in specs]
     sensors, seen = [], {}
     for s in specs:
@@ -332,19 +341,26 @@ def corner_resolution(det, beam) -> float:
     """The smallest d-spacing (m) the detector records: over its four corner pixels and
     every source (direction and wavelength), d = lambda / |d_hat - i_hat|, the largest
     scattering vector.  The scattering angle from a fixed beam is quasi-convex on a plane,
-    so the corners bound the whole detector.  Used for a model's default -sf_dmin."""
+    so the corners bound the whole detector (of a multi-panel detector: every panel's
+    corners).  Used for a model's default -sf_dmin."""
     from .api import resolve_namespace
     from .geometry import pixel_positions
     xp = resolve_namespace(np)
     axes = convention_axes(det.convention, {
         "beam": beam.beam_vector, "fdet": det.fdet_vector, "sdet": det.sdet_vector,
         "odet": det.odet_vector, "twotheta_axis": det.twotheta_axis, "polar": beam.polar_vector})
-    geom = build_detector(det, axes, xp=xp, dtype=xp.float64, notes=[])
+    geoms = [build_detector(det, axes, xp=xp, dtype=xp.float64, notes=[])]
+    if det.panels is not None:
+        from .geometry import panel_geometry
+        geoms = [panel_geometry(p, det, axes["beam"], xp=xp, dtype=xp.float64) for p in det.panels]
     unit = lambda v: v / (np.linalg.norm(v) or 1.0)  # noqa: E731
     incident, lambdas, _, _ = build_sources(beam, unit(axes["beam"]), unit(axes["polar"]), xp=xp, dtype=xp.float64)
-    f1, s1 = geom.fpixels - 1, geom.spixels - 1
-    pos, _, _ = pixel_positions(geom, np.array([0, f1, 0, f1]), np.array([0, 0, s1, s1]), 1, np.zeros(1), xp=xp)
-    pos = np.asarray(pos).reshape(3, -1).T
+    corners = []
+    for geom in geoms:
+        f1, s1 = geom.fpixels - 1, geom.spixels - 1
+        pos, _, _ = pixel_positions(geom, np.array([0, f1, 0, f1]), np.array([0, 0, s1, s1]), 1, np.zeros(1), xp=xp)
+        corners.append(np.asarray(pos).reshape(3, -1).T)
+    pos = np.concatenate(corners)
     out = pos / np.linalg.norm(pos, axis=1, keepdims=True)
     q = np.linalg.norm(out[None, :, :] - np.asarray(incident)[:, None, :], axis=2) / np.asarray(lambdas)[:, None]
     return float(1.0 / q.max())

@@ -23,7 +23,7 @@ import numpy as np
 from . import kernels
 from .config import R_E_SQR
 from .errors import NbxpError
-from .engine import InterpolationState, rendered_mask
+from .engine import InterpolationState, rendered_masks
 from .physics import SHAPE_GAUSS, SHAPE_ROUND, SHAPE_SQUARE, SHAPE_TOPHAT, polarization_frame
 
 log = logging.getLogger("nbxp")
@@ -135,24 +135,31 @@ def kernel_flags(exp) -> int:
     """The kernel's ``flags`` bits for an experiment (interpolation excluded: the launch
     loop sets it per pass)."""
     c = kernels.constants()
+    views = [exp.panel_view(p) for p in range(len(exp.panels))]
     bits = {
         "NBXP_CURVED": exp.geom.curved,
         "NBXP_POINT_PIXEL": exp.geom.point_pixel,
-        "NBXP_CAPTURE": exp.oversample_thick or exp.thickness != 0.0,
+        "NBXP_CAPTURE": any(_captures(v) for v in views),
         "NBXP_POLAR": not (exp.nopolar and not exp.oversample_polar),
         "NBXP_OVERSAMPLE_OMEGA": exp.oversample_omega,
         "NBXP_OVERSAMPLE_POLAR": exp.oversample_polar,
         "NBXP_OVERSAMPLE_THICK": exp.oversample_thick,
-        "NBXP_MASK": exp.mask is not None,
+        "NBXP_MASK": any(v.mask is not None for v in views),
         "NBXP_HKL": exp.F.count != 0,
         "NBXP_INTEGER_N": all(float(n) == math.floor(n) for n in exp.N),
     }
     return sum(c[k] for k, on in bits.items() if on)
 
 
+def _captures(exp) -> bool:
+    """Whether a (one-panel) experiment's sensor absorbs: the engine's capture test."""
+    return bool(exp.oversample_thick or exp.thickness != 0.0)
+
+
 def roi_box(exp) -> tuple[int, int, int, int]:
-    """(f0, s0, width, height) of the ROI rectangle clipped to the detector (width or height
-    0 when it is empty); kernel positions run row-major over it."""
+    """(f0, s0, width, height) of the ROI rectangle of a one-panel experiment (or panel view)
+    clipped to the panel (width or height 0 when it is empty); kernel positions run
+    row-major over it."""
     g = exp.geom
     fmin, fmax, smin, smax = exp.roi
     f0, f1 = max(fmin, 0), min(fmax, g.fpixels - 1)
@@ -160,32 +167,87 @@ def roi_box(exp) -> tuple[int, int, int, int]:
     return f0, s0, max(f1 - f0 + 1, 0), max(s1 - s0 + 1, 0)
 
 
+def panel_layout(exp) -> np.ndarray:
+    """The kernel's ``layout`` table (host int64 (npanels, NBXP_LAYOUT_SIZE)): per panel the
+    first ROI position and their count (the panels' ROI rectangles one after another, in
+    order), its first global pixel (:attr:`Experiment.panel_offsets`), fpixels, the ROI
+    rectangle's corner and width, and the sensor layers."""
+    c = kernels.constants()
+    offsets = exp.panel_offsets
+    out = np.zeros((len(exp.panels), c["NBXP_LAYOUT_SIZE"]), dtype=np.int64)
+    pos = 0
+    for p in range(len(exp.panels)):
+        v = exp.panel_view(p)
+        f0, s0, w, h = roi_box(v)
+        row = out[p]
+        row[c["NBXP_LAYOUT_POS_START"]], row[c["NBXP_LAYOUT_POS_COUNT"]] = pos, w * h
+        row[c["NBXP_LAYOUT_PIXEL_START"]], row[c["NBXP_LAYOUT_FPIXELS"]] = offsets[p], v.geom.fpixels
+        row[c["NBXP_LAYOUT_F0"]], row[c["NBXP_LAYOUT_S0"]] = f0, s0
+        row[c["NBXP_LAYOUT_ROI_W"]], row[c["NBXP_LAYOUT_THICKSTEPS"]] = max(w, 1), v.thicksteps
+        pos += w * h
+    return out
+
+
+def position_pixel(layout: np.ndarray, i: int) -> int:
+    """The global pixel index of kernel position ``i`` (the kernel's find_panel and
+    render_pixel, on the host)."""
+    c = kernels.constants()
+    starts = layout[:, c["NBXP_LAYOUT_POS_START"]]
+    row = layout[int(np.searchsorted(starts, i, side="right")) - 1]
+    k = int(i) - int(row[c["NBXP_LAYOUT_POS_START"]])
+    w = int(row[c["NBXP_LAYOUT_ROI_W"]])
+    return int(row[c["NBXP_LAYOUT_PIXEL_START"]]) + (int(row[c["NBXP_LAYOUT_S0"]]) + k // w) * int(
+        row[c["NBXP_LAYOUT_FPIXELS"]]) + int(row[c["NBXP_LAYOUT_F0"]]) + k % w
+
+
+def max_layers(exp) -> int:
+    """The most sensor layers of any panel (a pixel's sub-path count uses it)."""
+    return max(exp.panel_view(p).thicksteps for p in range(len(exp.panels)))
+
+
 def chunk_pixels(exp) -> int:
-    per_pixel = exp.thicksteps * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
+    per_pixel = max_layers(exp) * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
     lo, hi = CHUNK_PIXELS
     return int(min(max(CHUNK_EVALUATIONS // max(per_pixel, 1), lo), hi))
 
 
 def device_buffers(exp) -> dict:
     """The kernel's input arrays, made on the experiment's namespace (no host copies but the
-    host mask)."""
-    xp, g = exp.xp, exp.geom
+    host mask and layout).  ``frames``: one row of NBXP_FRAME_SIZE reals per panel (its
+    frame, pixel and sub-pixel sizes, close distance, distance, layer step, mu, capture);
+    ``layout``: :func:`panel_layout`; ``mask``: the panels' masks concatenated in the
+    global pixel index."""
+    xp, dt = exp.xp, exp.dtype
+    c = kernels.constants()
     Fgrid = exp.F.grid  # the experiment's own copy: no second grid on the device
     E_in, B_in = polarization_frame(exp.incident, exp.polar_axis, xp=xp)
     sources = xp.concat([exp.incident, exp.lambdas[:, None], E_in, B_in], axis=1)  # (S, 10)
-    frame = xp.concat([g.pix0, g.fdet, g.sdet, g.odet, g.beam, xp.reshape(exp.recip, (-1,))])
-    if exp.mask is not None:
-        mask = xp.asarray(np.ascontiguousarray(exp.mask, dtype=np.uint8).reshape(-1))
+    views = [exp.panel_view(p) for p in range(len(exp.panels))]
+    rows = []
+    for v in views:
+        g = v.geom
+        scal = np.zeros(c["NBXP_FRAME_SIZE"] - c["NBXP_FRAME_PIXEL_SIZE"], dtype=np.float64)
+        scal[:7] = (g.pixel_size, g.pixel_size / v.oversample, g.close_distance, g.distance, v.thickstep, v.mu,
+                    1.0 if _captures(v) else 0.0)
+        rows.append(xp.concat([g.pix0, g.fdet, g.sdet, g.odet, g.beam, xp.asarray(scal, dtype=dt)]))
+    frames = xp.concat(rows)
+    if any(v.mask is not None for v in views):
+        host = np.concatenate([np.ones(v.geom.spixels * v.geom.fpixels, dtype=np.uint8) if v.mask is None
+                               else np.ascontiguousarray(v.mask, dtype=np.uint8).reshape(-1) for v in views])
+        mask = xp.asarray(host)
     else:
         mask = xp.zeros((1,), dtype=xp.uint8)
     return dict(Fgrid=xp.reshape(Fgrid, (-1,)), sources=xp.reshape(sources, (-1,)),
-                orient=xp.reshape(exp.orient, (-1,)), frame=frame, mask=mask)
+                orient=xp.reshape(exp.orient, (-1,)), frames=frames, layout=xp.asarray(panel_layout(exp)),
+                recip=xp.reshape(exp.recip, (-1,)), mask=mask)
 
 
 def render_kernel(exp, *, raw_module=None, progress=None, block: int = BLOCK, chunk: int | None = None,
                   kernel=None):
     """The float image (spixels, fpixels) of ``exp`` from the CUDA kernel, as an array of
-    ``exp.xp``, and the :class:`~nbxp.engine.InterpolationState` at the end.
+    ``exp.xp``, and the :class:`~nbxp.engine.InterpolationState` at the end; for a
+    multi-panel experiment the list of per-panel images (one launch covers every panel:
+    the kernel finds each position's panel in its ``layout`` table).
 
     ``raw_module``: the RawModule class (default ``cupy.RawModule``; the tests pass the CPU
     stand-in).  ``chunk``: pixels per launch (default: about 2^28 sub-path evaluations).
@@ -200,10 +262,11 @@ def render_kernel(exp, *, raw_module=None, progress=None, block: int = BLOCK, ch
         kernel = kernels.get_kernel(dt, raw_module)
     c = kernels.constants()
     buf = device_buffers(exp)
-    f0, s0, w, h = roi_box(exp)
-    npos = w * h
+    layout = panel_layout(exp)
+    npos = int(layout[:, c["NBXP_LAYOUT_POS_COUNT"]].sum())
+    offsets = exp.panel_offsets
     chunk = int(chunk or chunk_pixels(exp))
-    image = xp.zeros((g.spixels * g.fpixels,), dtype=dt)
+    image = xp.zeros((int(offsets[-1]),), dtype=dt)
     state = InterpolationState(active=exp.interpolate and exp.F.count != 0)
     interpolating = state.active
     first_oor = xp.zeros((min(chunk, npos) if interpolating else 1,), dtype=xp.int32)
@@ -213,25 +276,27 @@ def render_kernel(exp, *, raw_module=None, progress=None, block: int = BLOCK, ch
     hmin, kmin, lmin = exp.F.mins
     i32, i64, r = np.int32, np.int64, real
     fixed = (
-        i32(g.fpixels), i32(f0), i32(s0), i32(max(w, 1)),
-        i32(exp.thicksteps), i32(exp.oversample), i32(exp.incident.shape[0]), i32(exp.orient.shape[0]),
+        i32(len(exp.panels)), i32(exp.oversample), i32(exp.incident.shape[0]), i32(exp.orient.shape[0]),
         i32(hr), i32(kr), i32(lr), i32(hmin), i32(kmin), i32(lmin), i32(_shape_code(exp.shape)),
     )
     reals = (
-        r(g.pixel_size), r(g.pixel_size / exp.oversample), r(g.close_distance), r(g.distance),
-        r(exp.thickstep), r(exp.mu), r(exp.dmin), r(exp.kahn), r(exp.N[0]), r(exp.N[1]), r(exp.N[2]),
+        r(exp.dmin), r(exp.kahn), r(exp.N[0]), r(exp.N[1]), r(exp.N[2]),
         r(exp.fudge), r(exp.F.default_F), r(exp.I_bg), r(R_E_SQR * exp.fluence / exp.steps),
     )
     # host copy of which ROI positions are rendered, only to count them for the progress bar
     counted = None
-    if progress is not None and exp.mask is not None:
-        counted = rendered_mask(exp)[s0:s0 + h, f0:f0 + w].reshape(-1)
+    if progress is not None and any(v.mask is not None for v in (exp.panel_view(p) for p in range(len(exp.panels)))):
+        parts = []
+        for m, (f0, s0, w, h) in zip(rendered_masks(exp), (roi_box(exp.panel_view(p)) for p in range(len(exp.panels)))):
+            parts.append(m[s0:s0 + h, f0:f0 + w].reshape(-1))
+        counted = np.concatenate(parts)
 
     def launch(start: int, n: int, switch_pixel: int, switch_sub: int, extra_flags: int):
         grid = (max(1, -(-n // block)),)
         kernel(grid, (block,), (
-            image, first_oor, trigger, buf["Fgrid"], buf["sources"], buf["orient"], buf["frame"], buf["mask"],
-            i64(start), i64(n), i64(switch_pixel), i32(switch_sub), *fixed, i32(flags | extra_flags), *reals))
+            image, first_oor, trigger, buf["Fgrid"], buf["sources"], buf["orient"], buf["frames"], buf["layout"],
+            buf["recip"], buf["mask"], i64(start), i64(n), i64(switch_pixel), i32(switch_sub), *fixed,
+            i32(flags | extra_flags), *reals))
 
     interp = c["NBXP_INTERPOLATE"]
     for start in range(0, npos, chunk):
@@ -252,8 +317,11 @@ def render_kernel(exp, *, raw_module=None, progress=None, block: int = BLOCK, ch
                 interpolating = state.active = False
                 hkl = xp.asarray(trigger, copy=True)
                 hkl0 = xp.ceil(hkl - 0.5)
-                pixel = (s0 + P // w) * g.fpixels + f0 + P % w
+                pixel = position_pixel(layout, P)
                 state.trigger = (pixel, *(float(hkl[i]) for i in range(3)), *(int(hkl0[i]) for i in range(3)))
         if progress is not None:
             progress(n if counted is None else int(np.count_nonzero(counted[start:start + n])))
-    return xp.reshape(image, (g.spixels, g.fpixels)), state
+    if not exp.multi_panel:
+        return xp.reshape(image, (g.spixels, g.fpixels)), state
+    return [xp.reshape(image[int(offsets[p]):int(offsets[p + 1])], (q.spixels, q.fpixels))
+            for p, q in enumerate(exp.panels)], state

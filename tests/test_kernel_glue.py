@@ -164,13 +164,16 @@ def test_wrong_arguments_are_refused(spy):
         "swap start/switch_sub": swapped(names.index("start"), names.index("switch_sub")),
         "swap image/first_oor": swapped(names.index("image"), names.index("first_oor")),
         "swap Fgrid/mask": swapped(names.index("Fgrid"), names.index("mask")),
-        "swap flags/pixel_size": swapped(names.index("flags"), names.index("pixel_size")),
+        "swap flags/dmin": swapped(names.index("flags"), names.index("dmin")),
+        "swap frames/layout": swapped(names.index("frames"), names.index("layout")),
         "one missing": args[:-1],
         "one too many": args + (np.float64(0),),
-        "python int": tuple(int(a) if i == names.index("fpixels") else a for i, a in enumerate(args)),
+        "python int": tuple(int(a) if i == names.index("oversample") else a for i, a in enumerate(args)),
         "python float": tuple(float(a) if i == names.index("scale") else a for i, a in enumerate(args)),
-        "int64 for int": tuple(np.int64(a) if i == names.index("fpixels") else a for i, a in enumerate(args)),
-        "float32 scalar": tuple(np.float32(a) if i == names.index("mu") else a for i, a in enumerate(args)),
+        "int64 for int": tuple(np.int64(a) if i == names.index("npanels") else a for i, a in enumerate(args)),
+        "float32 scalar": tuple(np.float32(a) if i == names.index("kahn") else a for i, a in enumerate(args)),
+        "float64 layout": tuple(a.astype(np.float64) if i == names.index("layout") else a
+                                for i, a in enumerate(args)),
         "float32 image": (args[0].astype(np.float32),) + args[1:],
         "strided array": (np.zeros(2 * args[0].size)[::2],) + args[1:],
         "read-only output": (np.frombuffer(bytes(args[0].nbytes), np.float64),) + args[1:],
@@ -263,8 +266,9 @@ extern "C" __global__ void k(real* __restrict__ out, const unsigned char* m, IDX
 def test_python_constants_come_from_the_source():
     c = kernels.constants()
     assert c["NBXP_FRAME_SIZE"] == 24 and c["NBXP_SOURCE_SIZE"] == 10
+    assert c["NBXP_LAYOUT_SIZE"] == 8
     bits = [v for k, v in c.items() if not k.startswith(("NBXP_SHAPE", "NBXP_FRAME", "NBXP_SOURCE", "NBXP_MAX",
-                                                           "NBXP_MIN"))]
+                                                           "NBXP_MIN", "NBXP_LAYOUT"))]
     assert sorted(bits) == [1 << i for i in range(len(bits))]
 
 

@@ -190,7 +190,7 @@ def render_cpu(exp, *, threads: int | None = None, progress=None, fast_math: boo
                chunk: int | None = None, float32_image: bool = False):
     """The float image (spixels, fpixels) of ``exp`` (a NumPy experiment) from the CPU
     kernel, and the :class:`~nbxp.engine.InterpolationState` at the end: the contract of
-    :func:`nbxp.engine.render`.  ``chunk``: pixels per call (default: about 2^24 sub-path
+    :func:`nbxp.engine.render` (a list of per-panel images for a multi-panel experiment).  ``chunk``: pixels per call (default: about 2^24 sub-path
     evaluations).  ``float32_image``: return the image rounded to float32 (computed in
     ``exp.dtype``, rounded as it is stored: no float64 image is held).  Raises
     :class:`NativeUnavailable` where it cannot run."""
@@ -198,21 +198,24 @@ def render_cpu(exp, *, threads: int | None = None, progress=None, fast_math: boo
     from ..gpu import render_kernel
     if getattr(exp.xp, "__name__", "") != "numpy":
         raise TypeError("the CPU kernel renders NumPy experiments")
-    if exp.multi_panel:  # temporary: the kernel's panel table comes in the next commit
-        raise NativeUnavailable("a multi-panel detector")
     threads = default_threads() if threads is None else max(1, int(threads))
     Fpad = exp.F._padded_grid() if exp.F.count != 0 else np.zeros(1, dtype=exp.dtype)
     if Fpad.shape[0] >= 2**31:
         # the kernel indexes the grid with 32-bit lanes (twice the gather width of 64-bit)
         raise NativeUnavailable(f"an HKL grid of {Fpad.shape[0]} cells is beyond the CPU kernel's 2^31")
     g = exp.geom
-    image32 = np.zeros(g.spixels * g.fpixels, dtype=np.float32) if float32_image else None
+    offsets = exp.panel_offsets
+    image32 = np.zeros(int(offsets[-1]), dtype=np.float32) if float32_image else None
     kernel = CpuSimdKernel(exp.dtype, np.asarray(Fpad), threads, fast_math, image32)
-    per_pixel = exp.thicksteps * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
+    from ..gpu import max_layers
+    per_pixel = max_layers(exp) * exp.oversample ** 2 * exp.incident.shape[0] * exp.orient.shape[0]
     if chunk is None:
         chunk = int(min(max(CHUNK_EVALUATIONS // max(per_pixel, 1), 1 << 12), 1 << 22))
     img, state = render_kernel(exp, kernel=kernel, progress=progress, chunk=chunk)
     if image32 is not None:
         # render_kernel's own image stayed untouched (calloc'd pages never written)
-        return image32.reshape(g.spixels, g.fpixels), state
+        if not exp.multi_panel:
+            return image32.reshape(g.spixels, g.fpixels), state
+        return [image32[int(offsets[p]):int(offsets[p + 1])].reshape(q.spixels, q.fpixels)
+                for p, q in enumerate(exp.panels)], state
     return img, state

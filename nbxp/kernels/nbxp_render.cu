@@ -47,7 +47,8 @@ enum nbxp_shape {
 enum nbxp_flag {
     NBXP_CURVED = 1,             /* curved detector: every pixel at `distance` */
     NBXP_POINT_PIXEL = 2,        /* solid angle 1/R^2 */
-    NBXP_CAPTURE = 4,            /* sensor absorption (thickness > 0 or -oversample_thick) */
+    NBXP_CAPTURE = 4,            /* sensor absorption (thickness > 0 or -oversample_thick) on
+                                    some panel; each panel's frame says whether on it */
     NBXP_POLAR = 8,              /* polarization factor computed (not -nopolar alone) */
     NBXP_OVERSAMPLE_OMEGA = 16,  /* running products instead of the "once" factors */
     NBXP_OVERSAMPLE_POLAR = 32,
@@ -63,10 +64,20 @@ enum nbxp_flag {
    would take 172 otherwise and run one block, 8 warps, per multiprocessor) */
 enum nbxp_launch { NBXP_MAX_BLOCK = 256, NBXP_MIN_BLOCKS = 2 };
 
-/* the layout of `frame` (24 reals) and of one row of `sources` (10 reals) */
+/* the layout of one row of `frames` (a panel's frame and sensor, 24 reals), of one row of
+   `layout` (where a panel's ROI positions and pixels lie, 8 long longs) and of one row of
+   `sources` (10 reals).  A panel's ROI positions are pos_start .. pos_start+pos_count-1
+   (row-major over its ROI rectangle of width roi_w from (f0, s0)); its pixels start at
+   pixel_start in the global pixel index (the panels concatenated, each slow*fpixels+fast).
+   nanoBragg's detector is one panel. */
 enum nbxp_layout {
     NBXP_FRAME_PIX0 = 0, NBXP_FRAME_FDET = 3, NBXP_FRAME_SDET = 6, NBXP_FRAME_ODET = 9,
-    NBXP_FRAME_BEAM = 12, NBXP_FRAME_RECIP = 15, NBXP_FRAME_SIZE = 24,
+    NBXP_FRAME_BEAM = 12, NBXP_FRAME_PIXEL_SIZE = 15, NBXP_FRAME_SUBPIXEL = 16, NBXP_FRAME_CLOSE = 17,
+    NBXP_FRAME_DISTANCE = 18, NBXP_FRAME_THICKSTEP = 19, NBXP_FRAME_MU = 20, NBXP_FRAME_CAPTURE = 21,
+    NBXP_FRAME_SIZE = 24,
+    NBXP_LAYOUT_POS_START = 0, NBXP_LAYOUT_POS_COUNT = 1, NBXP_LAYOUT_PIXEL_START = 2, NBXP_LAYOUT_FPIXELS = 3,
+    NBXP_LAYOUT_F0 = 4, NBXP_LAYOUT_S0 = 5, NBXP_LAYOUT_ROI_W = 6, NBXP_LAYOUT_THICKSTEPS = 7,
+    NBXP_LAYOUT_SIZE = 8,
     NBXP_SOURCE_INCIDENT = 0, NBXP_SOURCE_LAMBDA = 3, NBXP_SOURCE_E_IN = 4,
     NBXP_SOURCE_B_IN = 7, NBXP_SOURCE_SIZE = 10
 };
@@ -386,9 +397,18 @@ struct Setup {
     const real* sources;
     const real* orient;
     const unsigned char* mask;
+    const real* frames;       /* (npanels, NBXP_FRAME_SIZE) */
+    const long long* layout;  /* (npanels, NBXP_LAYOUT_SIZE) */
     long long start, switch_pixel;
-    int switch_sub, fpixels, f0, s0, roi_w, thicksteps, oversample, nsources, norient, flags;
-    real pixel_size, subpixel, close_distance, distance, thickstep, mu, dmin, kahn, default_F, I_bg, scale;
+    int switch_sub, npanels, oversample, nsources, norient, flags;
+    real dmin, kahn, default_F, I_bg, scale;
+    /* the current panel (select_panel): its ROI positions pos_begin .. pos_end-1, its first
+       global pixel, its frame and sensor */
+    int panel;
+    long long pos_begin, pos_end, pixel_start;
+    int fpixels, f0, s0, roi_w, thicksteps;
+    bool capture;
+    real pixel_size, subpixel, close_distance, distance, thickstep, mu;
     /* pix0 (m) and unit vectors, read from device memory where they are used rather than
        held in registers across the sub-path loops */
     const real *pix0, *fdet, *sdet, *odet, *beam;
@@ -396,43 +416,82 @@ struct Setup {
     Grid G;
 };
 
+/* make panel p the current panel of P (its row of `frames` and `layout`) */
+__host__ __device__ __forceinline__ void select_panel(Setup& P, int p)
+{
+    const real* f = P.frames + (long long)NBXP_FRAME_SIZE * p;
+    const long long* L = P.layout + (long long)NBXP_LAYOUT_SIZE * p;
+    P.panel = p;
+    P.pos_begin = L[NBXP_LAYOUT_POS_START];
+    P.pos_end = P.pos_begin + L[NBXP_LAYOUT_POS_COUNT];
+    P.pixel_start = L[NBXP_LAYOUT_PIXEL_START];
+    P.fpixels = (int)L[NBXP_LAYOUT_FPIXELS];
+    P.f0 = (int)L[NBXP_LAYOUT_F0];
+    P.s0 = (int)L[NBXP_LAYOUT_S0];
+    P.roi_w = (int)L[NBXP_LAYOUT_ROI_W];
+    P.thicksteps = (int)L[NBXP_LAYOUT_THICKSTEPS];
+    P.capture = (P.flags & NBXP_CAPTURE) != 0 && f[NBXP_FRAME_CAPTURE] != (real)0;
+    P.pixel_size = f[NBXP_FRAME_PIXEL_SIZE];
+    P.subpixel = f[NBXP_FRAME_SUBPIXEL];
+    P.close_distance = f[NBXP_FRAME_CLOSE];
+    P.distance = f[NBXP_FRAME_DISTANCE];
+    P.thickstep = f[NBXP_FRAME_THICKSTEP];
+    P.mu = f[NBXP_FRAME_MU];
+    P.pix0 = f + NBXP_FRAME_PIX0;
+    P.fdet = f + NBXP_FRAME_FDET;
+    P.sdet = f + NBXP_FRAME_SDET;
+    P.odet = f + NBXP_FRAME_ODET;
+    P.beam = f + NBXP_FRAME_BEAM;
+}
+
+/* the panel holding ROI position i: the last one whose positions start at or before i
+   (an empty panel shares its start with the next, which is then the one found) */
+__host__ __device__ __forceinline__ int find_panel(const Setup& P, long long i)
+{
+    int lo = 0, hi = P.npanels - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (P.layout[(long long)NBXP_LAYOUT_SIZE * mid + NBXP_LAYOUT_POS_START] <= i)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
 /* the Setup of a launch from its arguments: the CUDA kernel and the CPU entry
    (nbxp_render_cpu.cpp) take the same list */
 __host__ __device__ __forceinline__ void fill_setup(Setup& P,
     real* image, int* first_oor, real* trigger, const real* Fgrid, const real* sources, const real* orient,
-    const real* frame, const unsigned char* mask, long long start, long long switch_pixel, int switch_sub,
-    int fpixels, int f0, int s0, int roi_w, int thicksteps, int oversample, int nsources, int norient,
+    const real* frames, const long long* layout, const real* recip, const unsigned char* mask,
+    long long start, long long switch_pixel, int switch_sub, int npanels,
+    int oversample, int nsources, int norient,
     int Hr, int Kr, int Lr, int hmin, int kmin, int lmin, int shape, int flags,
-    real pixel_size, real subpixel, real close_distance, real distance, real thickstep, real mu,
     real dmin, real kahn, real Na, real Nb, real Nc, real fudge, real default_F, real I_bg, real scale)
 {
     P.image = image; P.first_oor = first_oor; P.trigger = trigger;
-    P.sources = sources; P.orient = orient; P.mask = mask;
-    P.start = start; P.switch_pixel = switch_pixel; P.switch_sub = switch_sub;
-    P.fpixels = fpixels; P.f0 = f0; P.s0 = s0; P.roi_w = roi_w;
-    P.thicksteps = thicksteps; P.oversample = oversample; P.nsources = nsources; P.norient = norient;
+    P.sources = sources; P.orient = orient; P.mask = mask; P.frames = frames; P.layout = layout;
+    P.start = start; P.switch_pixel = switch_pixel; P.switch_sub = switch_sub; P.npanels = npanels;
+    P.oversample = oversample; P.nsources = nsources; P.norient = norient;
     P.flags = flags;
-    P.pixel_size = pixel_size; P.subpixel = subpixel; P.close_distance = close_distance;
-    P.distance = distance; P.thickstep = thickstep; P.mu = mu; P.dmin = dmin; P.kahn = kahn;
+    P.dmin = dmin; P.kahn = kahn;
     P.default_F = default_F; P.I_bg = I_bg; P.scale = scale;
-    P.pix0 = frame + NBXP_FRAME_PIX0;
-    P.fdet = frame + NBXP_FRAME_FDET;
-    P.sdet = frame + NBXP_FRAME_SDET;
-    P.odet = frame + NBXP_FRAME_ODET;
-    P.beam = frame + NBXP_FRAME_BEAM;
     P.X.shape = shape; P.X.integer_N = (flags & NBXP_INTEGER_N) != 0;
     P.X.Na = Na; P.X.Nb = Nb; P.X.Nc = Nc; P.X.fudge = fudge;
-    P.X.recip = frame + NBXP_FRAME_RECIP;
+    P.X.recip = recip;
     P.G.F = Fgrid; P.G.Hr = Hr; P.G.Kr = Kr; P.G.Lr = Lr;
     P.G.hmin = hmin; P.G.kmin = kmin; P.G.lmin = lmin; P.G.default_F = default_F;
+    select_panel(P, 0);
 }
 
-/* photons at ROI position i (row-major in the ROI rectangle), written to the image */
+/* photons at ROI position i (of the current panel: row-major in its ROI rectangle),
+   written to the image at its global pixel index */
 __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
 {
-    const int row = (int)(i / P.roi_w);
-    const int spix = P.s0 + row, fpix = P.f0 + (int)(i - (long long)row * P.roi_w);
-    const long long pixel = (long long)spix * P.fpixels + fpix;
+    const long long k = i - P.pos_begin;
+    const int row = (int)(k / P.roi_w);
+    const int spix = P.s0 + row, fpix = P.f0 + (int)(k - (long long)row * P.roi_w);
+    const long long pixel = P.pixel_start + (long long)spix * P.fpixels + fpix;
     const int flags = P.flags;
     const bool record = (flags & NBXP_INTERPOLATE) != 0;
     if ((flags & NBXP_MASK) && !P.mask[pixel]) {
@@ -466,7 +525,7 @@ __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
                 if (t == 0 && ys == 0 && xs == 0) omega_first = omega;
 
                 real capture = (real)1;
-                if (flags & NBXP_CAPTURE) {
+                if (P.capture) {
                     const real parallax = d[0] * P.odet[0] + d[1] * P.odet[1] + d[2] * P.odet[2];
                     capture = capture_fraction(parallax, t, P.thickstep, P.mu);
                     if (t == T - 1 && ys == 0 && xs == 0) capture_last = capture;
@@ -543,7 +602,7 @@ __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
     }
     if (!running) I += P.I_bg;
     real value = P.scale * I;
-    if (!(flags & NBXP_OVERSAMPLE_THICK) && (flags & NBXP_CAPTURE)) value *= capture_last;
+    if (!(flags & NBXP_OVERSAMPLE_THICK) && P.capture) value *= capture_last;
     if (!(flags & NBXP_OVERSAMPLE_OMEGA)) value *= omega_first;
     if (!(flags & NBXP_OVERSAMPLE_POLAR) && (flags & NBXP_POLAR)) value *= polar_first;  /* 0: nothing rendered */
     P.image[pixel] = value;
@@ -553,35 +612,42 @@ __device__ __forceinline__ void render_pixel(const Setup& P, long long i)
 /* ------------------------------------------------------------------ the kernel */
 
 /*
- * Renders ROI positions start .. start+n-1 (a grid-stride loop: any grid covers them).
+ * Renders ROI positions start .. start+n-1 (a grid-stride loop: any grid covers them),
+ * the positions of every panel in turn (layout), each with its panel's frame.
  *
- * image      (spixels*fpixels) photons per pixel; only rendered pixels are written
+ * image      (total pixels) photons per pixel, global index; only rendered pixels are written
  * first_oor  (n) with NBXP_INTERPOLATE: first evaluated out-of-range sub-path, or -1
  * trigger    (3) h, k, l at (switch_pixel, switch_sub)
  * Fgrid      F on the (Hr, Kr, Lr) grid, l fastest, (h, k, l) = (hmin, kmin, lmin) first
  * sources    (nsources, 10): incident unit vector, wavelength (m), E_in, B_in
  * orient     (norient, 9): cell vectors a, b, c (m) per phi step x mosaic domain
- * frame      (24): pix0 (m), fdet, sdet, odet, beam unit vectors, reciprocal cell rows (1/A)
- * mask       (spixels*fpixels) bytes, read with NBXP_MASK
+ * frames     (npanels, 24): per panel pix0 (m), fdet, sdet, odet, beam unit vectors, pixel size,
+ *            sub-pixel size, close distance, distance (m), layer step (m), mu (1/m), capture (0/1)
+ * layout     (npanels, 8): per panel pos_start, pos_count, pixel_start, fpixels, f0, s0, roi_w,
+ *            thicksteps (nbxp_layout above)
+ * recip      (9): reciprocal cell rows a*, b*, c* (1/A)
+ * mask       (total pixels) bytes, global index, read with NBXP_MASK
  */
 extern "C" __global__ void __launch_bounds__(NBXP_MAX_BLOCK, NBXP_MIN_BLOCKS) nbxp_render(
     real* __restrict__ image, int* __restrict__ first_oor, real* __restrict__ trigger,
     const real* __restrict__ Fgrid, const real* __restrict__ sources, const real* __restrict__ orient,
-    const real* __restrict__ frame, const unsigned char* __restrict__ mask,
-    long long start, long long n, long long switch_pixel, int switch_sub,
-    int fpixels, int f0, int s0, int roi_w,
-    int thicksteps, int oversample, int nsources, int norient,
+    const real* __restrict__ frames, const long long* __restrict__ layout, const real* __restrict__ recip,
+    const unsigned char* __restrict__ mask,
+    long long start, long long n, long long switch_pixel, int switch_sub, int npanels,
+    int oversample, int nsources, int norient,
     int Hr, int Kr, int Lr, int hmin, int kmin, int lmin, int shape, int flags,
-    real pixel_size, real subpixel, real close_distance, real distance, real thickstep, real mu,
     real dmin, real kahn, real Na, real Nb, real Nc, real fudge, real default_F, real I_bg, real scale)
 {
     Setup P;
-    fill_setup(P, image, first_oor, trigger, Fgrid, sources, orient, frame, mask, start, switch_pixel, switch_sub,
-               fpixels, f0, s0, roi_w, thicksteps, oversample, nsources, norient, Hr, Kr, Lr, hmin, kmin, lmin,
-               shape, flags, pixel_size, subpixel, close_distance, distance, thickstep, mu, dmin, kahn, Na, Nb, Nc,
-               fudge, default_F, I_bg, scale);
+    fill_setup(P, image, first_oor, trigger, Fgrid, sources, orient, frames, layout, recip, mask, start,
+               switch_pixel, switch_sub, npanels, oversample, nsources, norient, Hr, Kr, Lr, hmin, kmin, lmin,
+               shape, flags, dmin, kahn, Na, Nb, Nc, fudge, default_F, I_bg, scale);
 
     const long long stride = (long long)blockDim.x * gridDim.x;
-    for (long long i = start + (long long)blockIdx.x * blockDim.x + threadIdx.x; i < start + n; i += stride)
+    long long i = start + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < start + n) select_panel(P, find_panel(P, i));
+    for (; i < start + n; i += stride) {
+        if (i >= P.pos_end) select_panel(P, find_panel(P, i));  /* i only grows */
         render_pixel(P, i);
+    }
 }

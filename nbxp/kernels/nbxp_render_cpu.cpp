@@ -84,7 +84,8 @@ struct Args {
     int Kp, Lp;        /* padded grid dimensions */
     real hlo, klo, llo, hhi, khi, lhi;  /* clamp range of h0, k0, l0: grid +- one cell */
     int origin;        /* flat padded index of (0, 0, 0) */
-    Setup P;           /* the GPU kernel's set-up: geometry, crystal, original grid */
+    Setup P;           /* the GPU kernel's set-up: geometry, crystal, original grid, with the
+                          panel being rendered selected (select_panel) */
 };
 
 template <int LK>
@@ -113,7 +114,8 @@ static __forceinline__ real F_padded(const Args& A, real h, real k, real l)
     return A.Fpad[idx];
 }
 
-/* One block of LANES ROI positions i0 .. i0+LANES-1 (those >= end are idle lanes). */
+/* One block of LANES ROI positions i0 .. i0+LANES-1 of the current panel (those >= end are
+   idle lanes; blocks never cross a panel, so the frame is uniform across the lanes). */
 template <int LK, int FM, bool RUNNING>
 static void render_block(const Args& A, long long i0, long long end)
 {
@@ -122,7 +124,7 @@ static void render_block(const Args& A, long long i0, long long end)
     const int T = P.thicksteps, O = P.oversample, S = P.nsources, R = P.norient;
     const real F2 = P.default_F * P.default_F;
     const bool curved = (flags & NBXP_CURVED) != 0, point = (flags & NBXP_POINT_PIXEL) != 0;
-    const bool capture_on = (flags & NBXP_CAPTURE) != 0, polar_on = (flags & NBXP_POLAR) != 0;
+    const bool capture_on = P.capture, polar_on = (flags & NBXP_POLAR) != 0;
     const bool record = FM == F_INTERPOLATE;
 
     long long ii[LANES], pixel[LANES];
@@ -130,11 +132,12 @@ static void render_block(const Args& A, long long i0, long long end)
     bool active[LANES];  /* a real, unmasked position */
     for (int j = 0; j < LANES; ++j) {
         const long long i = i0 + j < end ? i0 + j : end - 1;
-        const int row = (int)(i / P.roi_w);
+        const long long k = i - P.pos_begin;
+        const int row = (int)(k / P.roi_w);
         ii[j] = i;
         spix[j] = P.s0 + row;
-        fpix[j] = P.f0 + (int)(i - (long long)row * P.roi_w);
-        pixel[j] = (long long)spix[j] * P.fpixels + fpix[j];
+        fpix[j] = P.f0 + (int)(k - (long long)row * P.roi_w);
+        pixel[j] = P.pixel_start + (long long)spix[j] * P.fpixels + fpix[j];
         active[j] = i0 + j < end && !((flags & NBXP_MASK) && !P.mask[pixel[j]]);
     }
     bool any = false;
@@ -362,15 +365,24 @@ static void render_block(const Args& A, long long i0, long long end)
     }
 }
 
+/* ROI positions start .. start+n-1: each panel's share of them in turn, in blocks of LANES
+   positions of that panel, with its frame (the table row select_panel reads) */
 template <int LK, int FM, bool RUNNING>
-static void render_range(const Args& A, int threads)
+static void render_range(const Args& launch, int threads)
 {
-    const long long end = A.start + A.n;
-    const long long blocks = (A.n + LANES - 1) / LANES;
-    /* dynamic: masked or cut blocks cost little, and a row's cost varies with its spots */
+    const long long stop = launch.start + launch.n;
+    for (int p = 0; p < launch.P.npanels; ++p) {
+        Args A = launch;
+        select_panel(A.P, p);
+        const long long lo = A.P.pos_begin > A.start ? A.P.pos_begin : A.start;
+        const long long end = A.P.pos_end < stop ? A.P.pos_end : stop;
+        if (lo >= end) continue;
+        const long long blocks = (end - lo + LANES - 1) / LANES;
+        /* dynamic: masked or cut blocks cost little, and a row's cost varies with its spots */
 #pragma omp parallel for schedule(dynamic, 8) num_threads(threads)
-    for (long long b = 0; b < blocks; ++b)
-        render_block<LK, FM, RUNNING>(A, A.start + b * LANES, end);
+        for (long long b = 0; b < blocks; ++b)
+            render_block<LK, FM, RUNNING>(A, lo + b * LANES, end);
+    }
 }
 
 template <int LK, int FM>
@@ -405,22 +417,19 @@ static void dispatch_F(const Args& A, int threads, int fm, bool running)
 extern "C" void nbxp_render_cpu(
     real* image, int* first_oor, real* trigger,
     const real* Fgrid, const real* sources, const real* orient,
-    const real* frame, const unsigned char* mask,
-    long long start, long long n, long long switch_pixel, int switch_sub,
-    int fpixels, int f0, int s0, int roi_w,
-    int thicksteps, int oversample, int nsources, int norient,
+    const real* frames, const long long* layout, const real* recip, const unsigned char* mask,
+    long long start, long long n, long long switch_pixel, int switch_sub, int npanels,
+    int oversample, int nsources, int norient,
     int Hr, int Kr, int Lr, int hmin, int kmin, int lmin, int shape, int flags,
-    real pixel_size, real subpixel, real close_distance, real distance, real thickstep, real mu,
     real dmin, real kahn, real Na, real Nb, real Nc, real fudge, real default_F, real I_bg, real scale,
     const real* Fpad, int threads, float* image32)
 {
     using namespace nbxp_cpu;
-    if (n <= 0) return;
+    if (n <= 0 || npanels < 1) return;
     Args A;
-    fill_setup(A.P, image, first_oor, trigger, Fgrid, sources, orient, frame, mask, start, switch_pixel, switch_sub,
-               fpixels, f0, s0, roi_w, thicksteps, oversample, nsources, norient, Hr, Kr, Lr, hmin, kmin, lmin,
-               shape, flags, pixel_size, subpixel, close_distance, distance, thickstep, mu, dmin, kahn, Na, Nb, Nc,
-               fudge, default_F, I_bg, scale);
+    fill_setup(A.P, image, first_oor, trigger, Fgrid, sources, orient, frames, layout, recip, mask, start,
+               switch_pixel, switch_sub, npanels, oversample, nsources, norient, Hr, Kr, Lr, hmin, kmin, lmin,
+               shape, flags, dmin, kahn, Na, Nb, Nc, fudge, default_F, I_bg, scale);
 
     A.image = image; A.image32 = image32; A.first_oor = first_oor; A.trigger = trigger; A.Fpad = Fpad;
     A.start = start; A.n = n; A.switch_pixel = switch_pixel; A.switch_sub = switch_sub;
