@@ -212,3 +212,55 @@ def test_multi_panel_nexus_scan_imports_and_indexes(tmp_path):
     print(f"multi-panel scan: origins {worst_o:.2g} mm, axes {worst_a:.2g}; cell {100 * rel:.3f}% / {ang:.3f} deg, "
           f"orientation {mis:.3f} deg")
     assert rel <= 1e-3 and ang <= 0.1 and mis <= 0.1
+
+
+#: cctbx's CrystFEL reader (xfel/euxfel/read_geom.py, used by its .geom -> NeXus converter,
+#: which writes these vectors unchanged as NeXus/McStas vectors with clen as a translation
+#: along +z); it needs the rigid groups before the panels
+CCTBX_READ = r"""
+import json, sys
+sys.path.insert(0, "/usr/lib/python3/dist-packages/xfel/euxfel")
+from read_geom import read_geom
+h = read_geom(sys.argv[1])
+out = {"clen_mm": h.detector_distance, "panels": {}}
+def walk(node):
+    for name, child in node.items():
+        if isinstance(child, dict) and "fast" in child:
+            out["panels"][name] = [list(child["origin"]), list(child["fast"]), list(child["slow"])]
+        else:
+            walk(child)
+walk(h)
+print(json.dumps(out))
+"""
+
+
+def test_crystfel_frame_agrees_with_cctbx_converter(tmp_path):
+    """nbxp's CrystFEL panels (DIALS' frame) are diag(-1, 1, -1) times what cctbx's reader
+    gives in CrystFEL's frame (with clen added along z): CrystFEL's frame is McStas'."""
+    from nbxp.io.geometry import read_geometry
+    from nbxp.models import NEXUS_FROM_DIALS
+    from tests.test_geometry_files import JUNGFRAU
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import xfel.euxfel"], capture_output=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip("cctbx's xfel package is not installed")
+    lines = [x for x in textwrap.dedent(JUNGFRAU).splitlines() if not x.startswith(("rigid", "data", "dim", "mask",
+                                                                                      "adu", "photon"))]
+    from nbxp.io.geometry import _Line, _vector
+    for i, x in enumerate(lines):  # cctbx's parser wants every component, space separated
+        if x.split("=")[0].strip().endswith(("/fs", "/ss")):
+            key, v = x.split("=")
+            c = _vector("", key, _Line(v.strip(), i))
+            lines[i] = f"{key}= {c[0]:+.6f}x {c[1]:+.6f}y {c[2]:+.6f}z"
+    lines = ["rigid_group_q0 = m0,m1", "rigid_group_q1 = m2,m3", "rigid_group_collection_all = q0,q1"] + \
+        [x for x in lines if "mask_edge" not in x]
+    path = tmp_path / "jf.geom"
+    path.write_text("\n".join(lines) + "\n")
+    ref = dxtbx(CCTBX_READ, path)
+    mine = {p.name: p for p in read_geometry(str(path)).panels}
+    assert set(mine) == set(ref["panels"]) == {"m0", "m1", "m2", "m3"}
+    for name, (o, f, s) in ref["panels"].items():
+        p = mine[name]
+        np.testing.assert_allclose(np.asarray(p.origin) * 1e3, NEXUS_FROM_DIALS @ (np.asarray(o) + [0, 0, ref["clen_mm"]]),
+                                   atol=1e-9)
+        np.testing.assert_allclose(p.fast, NEXUS_FROM_DIALS @ np.asarray(f), atol=1e-12)
+        np.testing.assert_allclose(p.slow, NEXUS_FROM_DIALS @ np.asarray(s), atol=2e-6)  # nbxp re-orthogonalises
