@@ -241,6 +241,10 @@ def test_crystfel_global_defaults_only_for_later_panels(tmp_path):
     """
     a, b = read_geometry(str(write(tmp_path, "g.geom", text))).panels
     assert a.pixel_size == pytest.approx(2e-4) and b.pixel_size == pytest.approx(1e-4)
+    # clen is the whole detector's (crystfel_geometry(5): given once), wherever it stands
+    late = textwrap.dedent(text).replace("clen = 0.1 m\n", "") + "clen = 100 mm\n"
+    a2, b2 = read_geometry(str(write(tmp_path, "late.geom", late))).panels
+    assert (a2.origin, b2.origin) == (a.origin, b.origin)
     # identity to_dials: nbxp's frame is DIALS'; CrystFEL z (0.1 m, + coffset for b) is -z there
     assert a.origin[2] == pytest.approx(-0.1) and b.origin[2] == pytest.approx(-0.101)
 

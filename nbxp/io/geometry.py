@@ -479,6 +479,8 @@ def _crystfel(text: str, path: str, R, flag: str) -> DetectorSpec:
         for need in ("min_fs", "max_fs", "min_ss", "max_ss", "fs", "ss", "corner_x", "corner_y", "res"):
             if need not in k:
                 raise InputError(f"{pw}: no '{need}' (neither {p.name}/{need} nor a global {need} before it)")
+        if "clen" not in k and "clen" in glob:
+            k["clen"] = glob["clen"]  # one camera length for the whole detector, wherever it stands
         if "clen" not in k:
             raise InputError(f"{pw}: no 'clen' (the detector's z position, e.g. 'clen = 0.1 m')")
         mn_fs, mx_fs = _integer(where, "min_fs", k["min_fs"]), _integer(where, "max_fs", k["max_fs"])
