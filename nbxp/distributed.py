@@ -59,6 +59,8 @@ __all__ = ["FrameError", "FrameJob", "SeriesRequest", "simulate_series", "simula
 
 #: how long a client waits for the first worker of an external cluster (s)
 WAIT_FOR_WORKERS_S = float(os.environ.get("NBXP_DASK_WAIT_S", "120"))
+#: how long a client tries to reach a scheduler (s)
+CONNECT_S = float(os.environ.get("NBXP_DASK_CONNECT_S", "30"))
 #: tasks in flight per worker thread (enough to keep every worker busy between the
 #: client's round trips, few enough that the scheduler's state stays small)
 WINDOW_PER_THREAD = 4
@@ -256,7 +258,10 @@ def render_frame(job: FrameJob, index: int, threads_by_host: Mapping[str, int] |
 
 def _os_error(e: OSError, outputs) -> str:
     """One line for a file-system error, naming the output flag whose file it hit."""
-    path = e.filename or ""
+    path = str(e.filename2 or e.filename or "")
+    m = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{8}", os.path.basename(path))
+    if m:  # the temporary beside the file (nbxp.io.atomic_write): name the file itself
+        path = os.path.join(os.path.dirname(path), m.group(1))
     flag = next((o.flag for o in outputs if path and _output_of(o, path)), None)
     what = f"cannot write {path}: {e.strerror or e}" if path else f"{e.strerror or e}"
     return f"{flag}: {what}" if flag else what
@@ -305,7 +310,7 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *, gpu: bo
     if scheduler is not None:
         kw = {"scheduler_file": scheduler} if os.path.isfile(scheduler) else {"address": scheduler}
         try:
-            client = distributed.Client(timeout="30s", **kw)
+            client = distributed.Client(timeout=f"{CONNECT_S}s", **kw)
         except (OSError, TimeoutError, ValueError) as e:
             raise FrameError(f"--scheduler: cannot connect to {scheduler}: {e}") from None
         try:
@@ -355,7 +360,7 @@ def _visible_devices_cluster(n: int, env: dict, quiet):
     from distributed import Nanny, Scheduler, SpecCluster
     workers = {f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": dict(env, CUDA_VISIBLE_DEVICES=str(i))}}
                for i in range(n)}
-    sched = {"cls": Scheduler, "options": {"dashboard_address": ":0" if _dashboard_ok() else None}}
+    sched = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}  # any free port (none without bokeh)
     return SpecCluster(workers=workers, scheduler=sched, silence_logs=quiet)
 
 
@@ -434,23 +439,29 @@ def make_plan(series, outputs: Sequence, *, writer: Mapping | None = None, threa
     req = SeriesRequest(series.config, series.count if series.kind == "rotation" else None,
                         series.count if series.kind == "stills" else None, series.orientation_seed,
                         resolved_backend(series), None if dtype is None else str(np.dtype(dtype)), series.fast_math)
-    outs = tuple(outputs)
-    ident = (req, [(o.flag, o.kind, o.format, o.template) for o in outs], w.get("scale", 0.0),
-             w.get("pgm_scale", 0.0), w.get("adc", 40.0), w.get("adc_given", False))
-    token = fingerprint(ident)
+    user_outs = list(outputs)
+    # workers write where the client means: absolute names (a worker's working directory is
+    # its own; on a cluster the outputs must be on a file system every worker shares)
+    outs = tuple(dataclasses.replace(o, template=os.path.abspath(o.template)) for o in user_outs)
+    settings = (req, w.get("scale", 0.0), w.get("pgm_scale", 0.0), w.get("adc", 40.0), w.get("adc_given", False))
+    # the workers' cache key: the settings and where the files go
+    token = fingerprint((settings, [(o.flag, o.kind, o.format, o.template) for o in outs]))
     job = FrameJob(req, token, outs, float(w.get("scale", 0.0)), float(w.get("pgm_scale", 0.0)),
                    float(w.get("adc", 40.0)), bool(w.get("adc_given", False)), threads, tile_bytes, keep_image)
-    plan = _Plan(series, job, list(outs), truth=truth)
+    plan = _Plan(series, job, user_outs, truth=truth)
     if outs:
-        path = manifest or mf.default_path(outs[0].template)
+        path = manifest or mf.default_path(user_outs[0].template)
         for o in outs:
             if o.matches(path):
                 raise FrameError(f"manifest: {path} is also an output of {o.flag}")
         for src in inputs:
             if src and os.path.realpath(src) == os.path.realpath(path):
                 raise FrameError(f"manifest: {path} would overwrite the input file {src}")
-        header = {"series": token, "kind": series.kind, "count": series.count,
-                  "outputs": [[o.flag, o.format, o.template] for o in outs]}
+        # the manifest's identity of the series: the settings and the output names relative to
+        # the manifest (the directory may move between an interrupted run and its resumption)
+        base = os.path.dirname(os.path.abspath(path))
+        rel = [[o.flag, o.format, os.path.relpath(o.template, base)] for o in outs]
+        header = {"series": fingerprint((settings, rel)), "kind": series.kind, "count": series.count, "outputs": rel}
         if resume:
             remove_stale_temporaries(outs)
         plan.manifest = mf.Manifest(path, header, resume=resume)
@@ -503,9 +514,21 @@ def finish_plan(plan: _Plan) -> list[str]:
     return wrote
 
 
-def _manifest_entry(rec: dict) -> dict:
-    keep = ("index", "files", "image_sha256", "max_I", "photons", "overloads", "seed", "seconds", "host", "pid")
-    return {k: rec[k] for k in keep if k in rec}
+def _manifest_entry(rec: dict, base: str) -> dict:
+    """A record as its manifest line: file names relative to the manifest's directory (the
+    set of files and manifest can move together)."""
+    keep = ("index", "image_sha256", "max_I", "photons", "overloads", "seed", "seconds", "host", "pid")
+    e = {k: rec[k] for k in keep if k in rec}
+    e["files"] = [[os.path.relpath(p, base), h, n] for p, h, n in rec["files"]]
+    return e
+
+
+def _as_given(plan: _Plan, path: str) -> str:
+    """A worker's absolute file name as the user spelled the output (relative stays relative)."""
+    for o in plan.outputs:
+        if _output_of(o, path):
+            return path if os.path.isabs(o.template) else os.path.relpath(path)
+    return path
 
 
 def run_plans(plans: Sequence[_Plan], client=None, *, retries: int = 2,
@@ -587,8 +610,9 @@ def _describe(e: BaseException) -> str:
 
 
 def _accept(plan: _Plan, rec: dict, on_record) -> None:
+    rec["files"] = [[_as_given(plan, p), h, n] for p, h, n in rec["files"]]
     if plan.manifest is not None:
-        plan.manifest.append(_manifest_entry(rec))
+        plan.manifest.append(_manifest_entry(rec, plan.manifest.base))
     plan.records[rec["index"]] = rec
     if on_record is not None:
         on_record(plan, rec)
@@ -697,7 +721,7 @@ def run_cli_series(parsed, series, outputs, p, out, finish: Callable[[], None]) 
     try:
         if plan.manifest is not None:
             p(f"manifest: {plan.manifest.path}" + (f" ({plan.skipped} of {n} frames complete, skipped"
-                                                   + (f"; {len(plan.manifest.stale)} listed but changed on disk, "
+                                                   + (f"; {len(plan.manifest.stale)} listed but missing or changed on disk, "
                                                       "rendered again" if plan.manifest.stale else "") + ")"
                                                    if s.resume else ""))
         rtd = 180.0 / math.pi

@@ -8,7 +8,8 @@ file is nbxp's own):
   depend on (settings, noise seed, renderer, scales, output names), so a manifest is only
   ever applied to the series that wrote it;
 * one line per completed frame, appended when its files are in place: ``{"index": i,
-  "files": [[path, sha256, bytes], ...], "image_sha256": ..., ...}``.
+  "files": [[name, sha256, bytes], ...], "image_sha256": ..., ...}``, names relative to
+  the manifest's directory.
 
 Each line is written by a single ``write()`` on a file opened with ``O_APPEND``, so a client
 killed at any moment leaves whole lines (a torn last line, possible only if the machine
@@ -57,10 +58,12 @@ def default_path(template: str) -> str:
     return os.path.join(d, root + ".manifest.jsonl")
 
 
-def entry_is_complete(entry: dict) -> bool:
-    """Whether every file of a frame entry exists with its recorded size and SHA-256."""
+def entry_is_complete(entry: dict, base: str = ".") -> bool:
+    """Whether every file of a frame entry exists with its recorded size and SHA-256 (names
+    relative to ``base``, the manifest's directory)."""
     try:
-        for path, digest, size in entry["files"]:
+        for name, digest, size in entry["files"]:
+            path = os.path.join(base, name)
             if os.path.getsize(path) != size or sha256_file(path) != digest:
                 return False
     except (OSError, KeyError, TypeError, ValueError):
@@ -99,6 +102,7 @@ class Manifest:
 
     def __init__(self, path: str, header: dict, *, resume: bool = False, hash_threads: int = 4):
         self.path = path
+        self.base = os.path.dirname(os.path.abspath(path))
         self.header = dict(header, nbxp_manifest=VERSION)
         self.done: dict[int, dict] = {}
         self.stale: list[int] = []  # frames listed but no longer complete on disk
@@ -115,7 +119,7 @@ class Manifest:
                                      "flags")
                 items = sorted(entries.items())
                 with ThreadPoolExecutor(max_workers=max(1, hash_threads)) as pool:
-                    ok = list(pool.map(lambda kv: entry_is_complete(kv[1]), items))
+                    ok = list(pool.map(lambda kv: entry_is_complete(kv[1], self.base), items))
                 for (i, e), good in zip(items, ok):
                     if good and 0 <= i < int(self.header["count"]):
                         self.done[i] = e
