@@ -550,7 +550,9 @@ def run_plans(plans: Sequence[_Plan], client=None, *, retries: int = 2,
     queue = deque((p, i) for p in plans for i in p.todo)
     inflight: dict = {}
     run_id = os.urandom(4).hex()
-    ac = as_completed()
+    # results are fetched by the client's event loop as tasks finish (pipelined), not by a
+    # blocking round trip per frame here
+    ac = as_completed(with_results=True, raise_errors=False)
     failure: BaseException | None = None
 
     def submit(plan, i, attempt):
@@ -566,10 +568,14 @@ def run_plans(plans: Sequence[_Plan], client=None, *, retries: int = 2,
 
     try:
         top_up()
-        for fut in ac:
+        for fut, res in ac:
             plan, i, attempt = inflight.pop(fut)
             try:
-                rec = fut.result()
+                if fut.status == "error":
+                    raise res[1]
+                if isinstance(res, BaseException):  # cancelled
+                    raise res
+                rec = res
             except FrameError as e:
                 failure = failure or e
             except Exception as e:  # noqa: BLE001 -- a worker's error: retry, then report it
