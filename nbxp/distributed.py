@@ -78,10 +78,9 @@ class DaskMissing(NbxpError):
 
 def _require_dask():
     try:
-        import distributed  # noqa: F401
+        import distributed
     except ImportError:
         raise DaskMissing("--workers/--scheduler: Dask is not installed (pip install \"nbxp[dask]\")") from None
-    import distributed
     return distributed
 
 
@@ -171,7 +170,7 @@ def fingerprint(obj) -> str:
 _CACHE: "OrderedDict[str, tuple]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 #: set-ups a worker keeps (a parameter sweep builds one per configuration)
-CACHE_SIZE = 2
+CACHE_SIZE = 4
 
 
 def _worker_series(job: FrameJob):
@@ -541,28 +540,43 @@ def run_plans(plans: Sequence[_Plan], client=None, *, retries: int = 2,
                 _accept(plan, render_frame(plan.job, i), on_record)
         return
     from distributed import as_completed
-    for plan in plans:
-        if plan.todo:
-            plan.scattered = client.scatter(plan.job, broadcast=True, hash=False)
-    hosts = threads_by_host(client)
-    slots = max(1, sum(client.nthreads().values()))
-    window = max(8, WINDOW_PER_THREAD * slots)
     queue = deque((p, i) for p in plans for i in p.todo)
+    if not queue:
+        return
+    if not client.scheduler_info().get("workers"):
+        try:
+            client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
+        except (TimeoutError, OSError):
+            raise FrameError(f"dask: no worker joined the scheduler {client.scheduler.address} in "
+                             f"{WAIT_FOR_WORKERS_S:g} s (start some with: dask worker ADDRESS)") from None
+    hosts = threads_by_host(client)
+    left = {id(p): len(p.todo) for p in plans}
     inflight: dict = {}
     run_id = os.urandom(4).hex()
     # results are fetched by the client's event loop as tasks finish (pipelined), not by a
     # blocking round trip per frame here
     ac = as_completed(with_results=True, raise_errors=False)
     failure: BaseException | None = None
+    state = {"window": 8, "at": 0.0}
+
+    def window() -> int:
+        # tasks in flight: a few per worker thread, refreshed as workers join or leave
+        now = time.monotonic()
+        if now - state["at"] > 5.0:
+            state["window"] = max(8, WINDOW_PER_THREAD * sum(client.nthreads().values()))
+            state["at"] = now
+        return state["window"]
 
     def submit(plan, i, attempt):
-        fut = client.submit(render_frame, plan.scattered, i, hosts, key=f"nbxp-frame-{run_id}-{plan.job.token[:8]}-{i}-{attempt}",
-                            pure=False)
+        if plan.scattered is None:  # each series' job goes to the workers when its first frame does
+            plan.scattered = client.scatter(plan.job, broadcast=True, hash=False)
+        fut = client.submit(render_frame, plan.scattered, i, hosts, pure=False,
+                            key=f"nbxp-frame-{run_id}-{plan.job.token[:8]}-{i}-{attempt}")
         inflight[fut] = (plan, i, attempt)
         ac.add(fut)
 
     def top_up():
-        while queue and len(inflight) < window:
+        while queue and len(inflight) < window():
             p, i = queue.popleft()
             submit(p, i, 0)
 
@@ -581,10 +595,15 @@ def run_plans(plans: Sequence[_Plan], client=None, *, retries: int = 2,
             except Exception as e:  # noqa: BLE001 -- a worker's error: retry, then report it
                 if failure is None and attempt < retries and not _killed(e):
                     submit(plan, i, attempt + 1)
-                elif failure is None:
+                    continue
+                if failure is None:
                     failure = FrameError(f"frame {i + 1}: {_describe(e)}")
             else:
                 _accept(plan, rec, on_record)
+                left[id(plan)] -= 1
+                if not left[id(plan)] and plan.scattered is not None:  # that series is done
+                    plan.scattered.release()
+                    plan.scattered = None
             finally:
                 fut.release()
             if failure is None:
@@ -669,7 +688,8 @@ def simulate_sweep(configs: Sequence, *, frames: int | None = None, stills: int 
             keep = (not planned) if images is None else bool(images)
             plans.append(make_plan(series, planned, writer=writer, threads=threads, resume=resume, keep_image=keep,
                                    truth=t, dtype=dtype))
-        cb = None if on_record is None else (lambda plan, rec: on_record(plans.index(plan), rec))
+        where = {id(p): k for k, p in enumerate(plans)}
+        cb = None if on_record is None else (lambda plan, rec: on_record(where[id(plan)], rec))
         if client is None:
             gpu = resolved_backend(plans[0].series) == "cupy" if plans else False
             with cluster(workers, scheduler, gpu=gpu, engine_threads=threads) as c:
@@ -765,12 +785,6 @@ def run_cli_series(parsed, series, outputs, p, out, finish: Callable[[], None]) 
                 if s.scheduler is not None and not client.scheduler_info().get("workers"):
                     p(f"dask: waiting up to {WAIT_FOR_WORKERS_S:g} s for workers to join {s.scheduler}")
                     out.flush()
-                    try:
-                        client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
-                    except (TimeoutError, OSError):
-                        from .flags import UsageError
-                        raise UsageError(f"--scheduler: no worker joined {s.scheduler} in {WAIT_FOR_WORKERS_S:g} s "
-                                         "(start some with: dask worker ADDRESS)") from None
                 if cores_each is not None:
                     plan.job = dataclasses.replace(plan.job, threads=cores_each)
                 p(describe_client(client) + (f", {plan.job.threads} engine threads per task" if plan.job.threads

@@ -5,13 +5,11 @@ NeXus as per-frame files under a virtual-dataset master (h5py and DIALS read it)
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
