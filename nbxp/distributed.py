@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -241,11 +242,13 @@ def render_frame(job: FrameJob, index: int, threads_by_host: Mapping[str, int] |
     except NbxpError as e:
         raise FrameError(f"frame {int(index) + 1}: {e}") from None
     except OSError as e:
+        if e.errno not in _FILE_ERRNOS:
+            raise  # an I/O error that may pass (EIO, a stale NFS handle): retried by the client
         raise FrameError(f"frame {int(index) + 1}: {_os_error(e, job.outputs)}") from None
     from .gpu import to_host_float32
     img32 = to_host_float32(frame.image)
     rec = {"index": int(index), "files": files,
-           "image_sha256": hashlib.sha256(np.ascontiguousarray(img32).tobytes()).hexdigest(),
+           "image_sha256": hashlib.sha256(memoryview(np.ascontiguousarray(img32)).cast("B")).hexdigest(),
            "max_I": float(rep.stats.max_I), "photons": rep.photons, "overloads": rep.overloads,
            "interpolation_fallback": bool(frame.interpolation is not None and frame.interpolation.trigger is not None),
            "phi": float(frame.phi), "seed": int(frame.seed), "threads": int(threads),
@@ -253,6 +256,11 @@ def render_frame(job: FrameJob, index: int, threads_by_host: Mapping[str, int] |
     if job.keep_image:
         rec["image"] = img32
     return rec
+
+
+#: file-system errors that another try cannot fix: the series stops (FrameError)
+_FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.EROFS, errno.ENOSPC,
+                errno.EDQUOT, errno.ENAMETOOLONG, errno.EEXIST}
 
 
 def _os_error(e: OSError, outputs) -> str:

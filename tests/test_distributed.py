@@ -280,6 +280,43 @@ def test_resume_in_one_process(serial, tmp_path, monkeypatch, capsys):
     same_files(serial["light"], tmp_path, names(5))
 
 
+def test_transient_errors_are_retried_deterministic_ones_are_not(tmp_path, monkeypatch):
+    """An EIO in a task is retried (the series completes, that frame tried twice); a
+    FrameError (bad input found late) is raised after one try, with the frames in flight
+    recorded.  Tries are counted in files (the task function travels pickled)."""
+    import errno
+    real = nd.render_frame
+    log = str(tmp_path)
+
+    def flaky(job, index, hosts=None, bad_token=None):
+        with open(os.path.join(log, f"tries_{index}"), "a") as fh:
+            fh.write("x")
+        n = os.path.getsize(os.path.join(log, f"tries_{index}"))
+        if index == 3 and n == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        if index == 5 and job.keep_image is False:
+            raise nd.FrameError("frame 6: late bad input")
+        return real(job, index, hosts)
+
+    def tries(i):
+        p = tmp_path / f"tries_{i}"
+        return p.stat().st_size if p.exists() else 0
+
+    monkeypatch.setattr(nd, "render_frame", flaky)
+    cfg = nbxp.config_from_args(LIGHT)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl, \
+            distributed.Client(cl) as c:
+        recs = nd.simulate_series(cfg, frames=8, client=c, threads=1)  # images kept: no bad frame
+        assert [r["index"] for r in recs] == list(range(8)) and tries(3) == 2 and tries(4) == 1
+        for f in tmp_path.iterdir():
+            f.unlink()
+        plan = nd.make_plan(nbxp.prepare_series(cfg, frames=8), [], threads=1, keep_image=False)
+        with pytest.raises(nd.FrameError, match="frame 6: late bad input"):
+            nd.run_plans([plan], c)
+        assert tries(5) == 1  # not retried
+        assert 5 not in plan.records and len(plan.records) >= 5
+
+
 # ---------------------------------------------------------------- library, sweep
 
 def test_sweep_records_equal_serial_frames(dask_cluster):
