@@ -781,8 +781,8 @@ def run_cli_series(parsed, series, outputs, p, out, finish: Callable[[], None]) 
                     out.flush()
                 run_plans([plan], client, on_record=on_record)
 
-        if s.workers is None and s.scheduler is None:
-            run(None)
+        if (s.workers is None and s.scheduler is None) or not plan.todo:
+            run(None)  # in this process (--resume alone), or nothing left to render
         else:
             gpu = resolved_backend(series) == "cupy"
             cores_each = None
