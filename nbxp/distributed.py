@@ -488,7 +488,8 @@ def remove_stale_temporaries(outputs) -> int:
         names = [o.template] if o.per_frame else [o.template, frame_path(o.template, 0).replace("000001", "######")]
         for name in names:
             d, base = os.path.split(os.path.abspath(name))
-            rx = "".join(r"\d{%d}" % len(p) if p.startswith("#") else re.escape(p) for p in re.split(r"(#+)", base) if p)
+            rx = "".join(r"\d{%d}" % len(p) if p.startswith("#") else re.escape(p)
+                         for p in re.split(r"(#+)", base) if p)
             pats.setdefault(d, []).append(re.compile(r"\." + rx + r"\.[A-Za-z0-9_]{8}"))
     n = 0
     for d, rxs in pats.items():
@@ -754,10 +755,12 @@ def run_cli_series(parsed, series, outputs, p, out, finish: Callable[[], None]) 
                      truth=s.truth, dtype=s.dtype, inputs=inputs)
     try:
         if plan.manifest is not None:
-            p(f"manifest: {plan.manifest.path}" + (f" ({plan.skipped} of {n} frames complete, skipped"
-                                                   + (f"; {len(plan.manifest.stale)} listed but missing or changed on disk, "
-                                                      "rendered again" if plan.manifest.stale else "") + ")"
-                                                   if s.resume else ""))
+            line = f"manifest: {plan.manifest.path}"
+            if s.resume:
+                stale = plan.manifest.stale
+                line += f" ({plan.skipped} of {n} frames complete, skipped" + (
+                    f"; {len(stale)} listed but missing or changed on disk, rendered again" if stale else "") + ")"
+            p(line)
         rtd = 180.0 / math.pi
 
         def run(client):

@@ -61,18 +61,19 @@ def dask_cluster(tmp_path_factory):
     importing this tree; yields (scheduler file, client)."""
     d = tmp_path_factory.mktemp("cluster")
     sf = str(d / "scheduler.json")
-    procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", sf], env=ENV, cwd=d, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]
+    # `dask scheduler` / `dask worker`, run as modules of this interpreter (no PATH lookup)
+    quiet = {"env": ENV, "cwd": d, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", "0", "--no-dashboard", "--scheduler-file", sf], **quiet)]
     try:
         for _ in range(600):
             if os.path.exists(sf) and os.path.getsize(sf) > 0:
                 break
             time.sleep(0.05)
         for _ in range(2):
-            procs.append(subprocess.Popen(["dask", "worker", "--scheduler-file", sf, "--nthreads", "1", "--nworkers",
-                                           "1", "--no-dashboard", "--host", "127.0.0.1"], env=ENV, cwd=d,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", sf,
+                                           "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--host",
+                                           "127.0.0.1"], **quiet))
         client = distributed.Client(scheduler_file=sf, timeout="60s")
         client.wait_for_workers(2, timeout=90)
         assert set(client.run(lambda: nbxp.__file__).values()) == {str(ROOT / "nbxp" / "__init__.py")}
@@ -120,6 +121,7 @@ def test_scheduler_and_local_workers_equal_the_serial_run(dask_cluster, serial, 
         assert len({e["pid"] for e in lines[1:]}) == 2  # both workers rendered frames
 
 
+@pytest.mark.slow
 def test_nexus_master_over_frame_files(dask_cluster, tmp_path):
     """NeXus on Dask: per-frame data files and a master whose /entry/data/data is a virtual
     dataset; h5py reads the same frames as the serial single file; DIALS imports one scan."""
@@ -372,7 +374,8 @@ def test_fingerprint_is_stable_and_sensitive():
     assert nd.fingerprint(a) == nd.fingerprint(nbxp.config_from_args(LIGHT))
     assert nd.fingerprint(a) != nd.fingerprint(nbxp.config_from_args(LIGHT + ["-N", "5"]))
     # the same in another process (the manifest is read by later runs)
-    code = f"import nbxp; from nbxp.distributed import fingerprint; print(fingerprint(nbxp.config_from_args({LIGHT!r})))"
+    code = ("import nbxp; from nbxp.distributed import fingerprint; "
+            f"print(fingerprint(nbxp.config_from_args({LIGHT!r})))")
     r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == nd.fingerprint(a)
 
