@@ -315,6 +315,10 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *, gpu: bo
     from .engine import default_threads
     quiet = logging.ERROR
     if scheduler is not None:
+        if not os.path.isfile(scheduler) and "://" not in scheduler and (
+                scheduler.endswith(".json") or os.sep in scheduler):
+            raise FrameError(f"--scheduler: {scheduler}: no such scheduler file (or give an address, "
+                             "tcp://host:8786)")
         kw = {"scheduler_file": scheduler} if os.path.isfile(scheduler) else {"address": scheduler}
         try:
             client = distributed.Client(timeout=f"{CONNECT_S}s", **kw)

@@ -347,14 +347,19 @@ def test_sweep_records_equal_serial_frames(dask_cluster):
     (["--resume"], "--resume: needs --frames N"),
     (["--frames", "2", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "--workers and --scheduler"),
     (["--frames", "2", "--scheduler", "tcp://127.0.0.1:9"], "--scheduler: cannot connect to tcp://127.0.0.1:9"),
+    (["--frames", "2", "--scheduler", "nofile.json"], "--scheduler: nofile.json: no such scheduler file"),
 ])
 def test_bad_requests(tmp_path, monkeypatch, capsys, extra, msg):
+    """One line, exit 2, and an earlier run's files (its manifest too) left as they were."""
     from nbxp import cli
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(nd, "CONNECT_S", 1.0)
+    (tmp_path / "floatimage.manifest.jsonl").write_text("an earlier run's manifest\n")
     assert cli.main(LIGHT + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0], err
+    assert os.listdir(tmp_path) == ["floatimage.manifest.jsonl"]
+    assert (tmp_path / "floatimage.manifest.jsonl").read_text() == "an earlier run's manifest\n"
 
 
 def test_resume_refuses_another_series(tmp_path, monkeypatch, capsys):

@@ -125,12 +125,20 @@ class Manifest:
                         self.done[i] = e
                     else:
                         self.stale.append(i)
+        self._fd = None  # the file is (re)written when the first frame of this run is in
+
+    def _open(self) -> None:
+        """Write the header and the entries still complete (atomically), then append."""
         lines = [json.dumps(self.header)] + [json.dumps(self.done[i]) for i in sorted(self.done)]
-        atomic_write(path, ("\n".join(lines) + "\n").encode())
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        atomic_write(self.path, ("\n".join(lines) + "\n").encode())
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, entry: dict) -> None:
-        """Record a finished frame (one line, one ``write()``)."""
+        """Record a finished frame (one line, one ``write()``).  The first one of a run
+        writes the file: a run that fails before any frame (no cluster, bad input) leaves an
+        earlier manifest as it was."""
+        if self._fd is None:
+            self._open()
         line = (json.dumps(entry) + "\n").encode()
         n = os.write(self._fd, line)
         if n != len(line):  # a short write on a full disk: the torn line is skipped by read()
