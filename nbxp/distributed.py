@@ -338,7 +338,7 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *, gpu: bo
         try:
             from dask_cuda import LocalCUDACluster
             cl = LocalCUDACluster(n_workers=n, threads_per_worker=1, silence_logs=quiet,
-                                  dashboard_address=":0" if _dashboard_ok() else None, env=env)
+                                  dashboard_address=":0", env=env)
         except ImportError:
             cl = _visible_devices_cluster(n, env, quiet)
     else:
@@ -346,7 +346,7 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *, gpu: bo
         threads = engine_threads or max(1, cores // max(1, n))
         env["OMP_NUM_THREADS"] = str(threads)
         cl = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                      dashboard_address=":0" if _dashboard_ok() else None, silence_logs=quiet,
+                                      dashboard_address=":0", silence_logs=quiet,
                                       env=env)
     try:
         client = distributed.Client(cl)

@@ -92,7 +92,7 @@ def steady_state(frames: int, size: int, workers: int) -> dict:
     cfg = nbxp.config_from_args(ARGS + ["-detpixels", str(size)])
     t0 = time.perf_counter()
     cl = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR, env=nd._tree_env())
+                      dashboard_address=":0", silence_logs=logging.ERROR, env=nd._tree_env())
     client = Client(cl)
     start = time.perf_counter() - t0
     try:

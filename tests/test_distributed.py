@@ -306,7 +306,7 @@ def test_transient_errors_are_retried_deterministic_ones_are_not(tmp_path, monke
 
     monkeypatch.setattr(nd, "render_frame", flaky)
     cfg = nbxp.config_from_args(LIGHT)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl, \
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cl, \
             distributed.Client(cl) as c:
         recs = nd.simulate_series(cfg, frames=8, client=c, threads=1)  # images kept: no bad frame
         assert [r["index"] for r in recs] == list(range(8)) and tries(3) == 2 and tries(4) == 1
