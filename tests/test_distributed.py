@@ -91,7 +91,7 @@ def dask_cluster(tmp_path_factory):
 def serial(tmp_path_factory):
     """The serial run's files (no Dask), for the light and the heavy series."""
     out = {}
-    for name, args in (("light", LIGHT), ("heavy", HEAVY)):
+    for name, args in (("light", LIGHT + ["--truth", "truth.expt"]), ("heavy", HEAVY)):
         d = tmp_path_factory.mktemp("serial_" + name)
         p = nbxp_cmd(args + FILES + ["--frames", str(N)], d)
         assert p.returncode == 0, p.stderr
@@ -106,12 +106,12 @@ def test_scheduler_and_local_workers_equal_the_serial_run(dask_cluster, serial, 
     for how in (["--scheduler", sf], ["--workers", "2", "--threads", "1"]):
         d = tmp_path / how[0].strip("-")
         d.mkdir()
-        p = nbxp_cmd(LIGHT + FILES + ["--frames", str(N)] + how, d)
+        p = nbxp_cmd(LIGHT + FILES + ["--frames", str(N), "--truth", "truth.expt"] + how, d)
         assert p.returncode == 0, p.stderr
         assert "Traceback" not in p.stderr
         assert "dask: scheduler tcp://127.0.0.1:" in p.stdout and "2 workers" in p.stdout
         assert sum(line.startswith("frame ") for line in p.stdout.splitlines()) == N
-        same_files(serial["light"], d, names())
+        same_files(serial["light"], d, names() + ["truth.expt"])
         assert no_temporaries(d)
         lines = nd.manifest_lines(str(d / "f.manifest.jsonl"))
         assert lines[0]["count"] == N and sorted(e["index"] for e in lines[1:]) == list(range(N))
