@@ -635,7 +635,8 @@ NBXP_FLAGS: list[Flag] = [
     # distribution (nbxp.distributed, the nbxp[dask] extra)
     Flag(("--workers",), 1, _workers, "nbxp",
          "render the series' frames on a local Dask cluster of N worker processes (engine threads per worker: "
-         "cores / N unless --threads); same files as the serial run", "N", match=_exact("--workers")),
+         "cores / N unless --threads); the serial run's images and files (NeXus: one data file per frame "
+         "under a master with a virtual dataset)", "N", match=_exact("--workers")),
     Flag(("--scheduler",), 1, _file("scheduler"), "nbxp",
          "render the series' frames on an existing Dask cluster: its scheduler address (tcp://host:8786) or "
          "scheduler file (dask scheduler --scheduler-file)", "ADDRESS|FILE", match=_exact("--scheduler")),
