@@ -44,6 +44,9 @@ def run(argv: list[str], out=None) -> int:
     out = sys.stdout if out is None else out  # looked up per call, so a redirected stdout is honoured
     parsed = parse_args(argv)
     s, cfg = parsed.state, parsed.config
+    if s.workers is not None or s.scheduler is not None or s.resume:
+        from .distributed import check_cli_request  # frames on Dask, or resumed (issue 16)
+        check_cli_request(s)
     if s.frames is not None or s.stills is not None or s.truth is not None:
         return run_series(parsed, out)
     if cfg.detector.panels is not None:
@@ -234,6 +237,9 @@ def run_series(parsed, out=sys.stdout, single: bool = False) -> int:
         p(f"{o.flag}: {o.format}, " + (f"one file per frame: {o.template}" if o.per_frame else f"one file: {o.template}")
           + (f" (no '#' in {o.given}: _##### added; # = frame number from 1)" if o.added else ""))
     out.flush()
+    if s.workers is not None or s.scheduler is not None or s.resume:
+        from .distributed import run_cli_series  # the same frames and files, on Dask (issue 16)
+        return run_cli_series(parsed, series, outputs, p, out, finish=lambda: _write_structure_factors(s, cfg, p))
     tile = {} if s.tile_mb is None else {"tile_bytes": int(s.tile_mb * 2**20)}
     with dataset.SeriesWriter(series, outputs, scale=s.intfile_scale, pgm_scale=s.pgm_scale, adc=s.adc,
                               adc_given=s.adc_given) as writer, frame_bar(n, s.progress) as bar:

@@ -222,6 +222,9 @@ class State:
     geometry: Optional[str] = None  # --geometry: the detector from a DIALS/CrystFEL file
     given: list = field(default_factory=list)  # (token, canonical name) of every flag, in order
     geometry_lines: list = field(default_factory=list)  # what --geometry set, for the printout
+    workers: Optional[int] = None  # --workers: a local Dask cluster (nbxp.distributed)
+    scheduler: Optional[str] = None  # --scheduler: an existing Dask cluster
+    resume: bool = False
 
 
 def _set(**kw):
@@ -585,6 +588,13 @@ def _count(attr):
     return act
 
 
+def _workers(s, v, flag=None):
+    n = _int(flag, v[0])
+    if n < 1:
+        raise UsageError(f"{flag}: expected a positive number of worker processes, got {v[0]!r}")
+    s.workers = n
+
+
 def _orientation_seed(s, v, flag=None):
     n = _int(flag, v[0])
     if n < 0:
@@ -630,6 +640,17 @@ NBXP_FLAGS: list[Flag] = [
     Flag(("--truth",), 1, _file("truth"), "nbxp",
          "write what was simulated as a DIALS experiment list (.expt) for comparison with processing results",
          "FILE", match=_exact("--truth")),
+    # distribution (nbxp.distributed, the nbxp[dask] extra)
+    Flag(("--workers",), 1, _workers, "nbxp",
+         "render the series' frames on a local Dask cluster of N worker processes (engine threads per worker: "
+         "cores / N unless --threads); the serial run's images and files (NeXus: one data file per frame "
+         "under a master with a virtual dataset)", "N", match=_exact("--workers")),
+    Flag(("--scheduler",), 1, _file("scheduler"), "nbxp",
+         "render the series' frames on an existing Dask cluster: its scheduler address (tcp://host:8786) or "
+         "scheduler file (dask scheduler --scheduler-file)", "ADDRESS|FILE", match=_exact("--scheduler")),
+    Flag(("--resume",), 0, _set(resume=True), "nbxp",
+         "continue an interrupted series: frames whose files the manifest (NAME.manifest.jsonl beside the "
+         "first output) lists with matching SHA-256 are skipped", match=_exact("--resume")),
 ]
 
 _ALL_NAMES = sorted({n for f in FLAGS + NBXP_FLAGS for n in f.names})
