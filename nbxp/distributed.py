@@ -808,7 +808,7 @@ def run_cli_series(parsed, series, outputs, p, out, finish: Callable[[], None]) 
                 run(client)
         for path in finish_plan(plan):
             if path != s.truth:
-                p(f"wrote {path} ({n} frames; a virtual dataset over {os.path.splitext(path)[0]}_data_*.h5)")
+                p(f"wrote {path} ({n} frames; a virtual dataset over {os.path.splitext(path)[0]}_data_*{os.path.splitext(path)[1]})")
     finally:
         _close([plan])
     finish()

@@ -6,7 +6,7 @@ Readers (h5py, dxtbx/DIALS) see the master exactly as the single-file series: on
 ``(frames, slow, fast)`` dataset and the same geometry.  The frames never pass through the
 client, so the series' data cross the shared file system once.
 
-* Frame file of output ``scan.h5``, frame i (0-based): ``scan_data_{i+1:06d}.h5`` beside it
+* Frame file of output ``scan.h5``, frame i (0-based): ``scan_data_{i+1:06d}.h5`` beside it (the output's own extension)
   (the Eiger convention of ``_data_NNNNNN``), one dataset ``data`` (slow, fast), int32 or
   float32, one chunk, shuffle + gzip (as the single file).  Written under a temporary name
   and renamed, so it is whole or absent.
