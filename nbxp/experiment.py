@@ -70,6 +70,9 @@ class Experiment:
     cell_real: object = None  # (3, 3) float64 cell vectors a, b, c (m), after -cell/-mat/-misset
     spindle_unit: object = None  # host float64 (3,) unit spindle axis
     mosaic_umats: object = None  # host (domains, 3, 3) mosaic rotations, or None without a spread
+    #: set by the differentiable set-up (nbxp.params): arrays may carry autograd graphs, so
+    #: the engine avoids in-place updates of values autograd saves
+    differentiable: bool = False
 
 
 def auto_interpolate(cfg: SimConfig, notes: list) -> bool:
