@@ -133,7 +133,12 @@ def simulate(config: SimConfig, *, xp=None, dtype=None, backend: str | None = No
     dt = resolve_dtype(ns, dtype)
     exp = build_experiment(config, xp=ns, dtype=dt)
     kw = {} if tile_bytes is None else {"tile_bytes": int(tile_bytes)}
-    img, _ = render(exp, threads=threads, backend=renderer, fast_math=fast_math, **kw)
+    if renderer is None and "jax" in getattr(ns, "__name__", ""):
+        # JAX arrays are immutable: the tiles are joined and placed without item assignment
+        from .params import render_pure
+        img = render_pure(exp, **kw)
+    else:
+        img, _ = render(exp, threads=threads, backend=renderer, fast_math=fast_math, **kw)
     if experiment_out is not None:
         experiment_out.append(exp)
     return img

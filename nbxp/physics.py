@@ -137,7 +137,8 @@ def lattice_factor(hkl, N: tuple[float, float, float], shape: str, fudge: float,
     rad_star_sqr = xp.reshape(xp.sum(dstar * dstar, axis=0), rest) * (Na * Na * Nb * Nb * Nc * Nc)
     if shape == SHAPE_GAUSS:
         return NNN * xp.exp(-(rad_star_sqr / 0.63 * fudge))
-    return xp.where(rad_star_sqr * fudge < 0.3969, xp.full_like(rad_star_sqr, NNN), xp.zeros_like(rad_star_sqr))
+    inside = xp.full_like(rad_star_sqr, NNN) if not any(smooth) else NNN * xp.ones_like(rad_star_sqr)
+    return xp.where(rad_star_sqr * fudge < 0.3969, inside, xp.zeros_like(rad_star_sqr))
 
 
 def polarization_frame(incident, axis, *, xp):
