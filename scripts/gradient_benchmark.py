@@ -22,11 +22,18 @@ ARGS = ("-cell 70 80 90 85 95 100 -misset 10 20 30 -default_F 100 -N 5 -lambda 1
         "-pixel 0.172 -oversample 1 -Xbeam 217 -Ybeam 212")
 
 
-def one(what: str, f: int, s: int, warm: bool = True) -> dict:
+def one(what: str, f: int, s: int, warm: bool = True, torch_threads: int = 1) -> dict:
     import numpy as np
     import nbxp
+    if what != "forward":
+        import torch
+        # torch's intra-op threads: with the engine's own tiles on 2 cores shared with other
+        # work, torch's OpenMP pool oversubscribes the cores and one tile takes 20-30x longer
+        # (measured on this machine under load); 0 keeps torch's default
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
     if warm:  # one-time costs (imports, torch's first backward loads sympy) off the clock
-        one(what, 32, 32, warm=False)
+        one(what, 32, 32, warm=False, torch_threads=torch_threads)
     cfg = nbxp.config_from_args((ARGS + f" -detpixels_f {f} -detpixels_s {s}").split())
     t0 = time.perf_counter()
     if what == "forward":
@@ -49,17 +56,19 @@ def one(what: str, f: int, s: int, warm: bool = True) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pixels", type=int, nargs=2, default=(2463, 2527), metavar=("F", "S"))
+    ap.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads (0: torch's default)")
     ap.add_argument("--what", default="all", choices=("forward", "torch", "grad", "all", "_one_forward",
                                                        "_one_torch", "_one_grad"))
     a = ap.parse_args(argv)
     f, s = a.pixels
     if a.what.startswith("_one_"):
-        print(json.dumps(one(a.what[5:], f, s)))
+        print(json.dumps(one(a.what[5:], f, s, torch_threads=a.torch_threads)))
         return 0
     whats = ("forward", "torch", "grad") if a.what == "all" else (a.what,)
     res = {}
     for w in whats:
-        p = subprocess.run([sys.executable, __file__, "--what", "_one_" + w, "--pixels", str(f), str(s)],
+        p = subprocess.run([sys.executable, __file__, "--what", "_one_" + w, "--pixels", str(f), str(s),
+                            "--torch-threads", str(a.torch_threads)],
                            capture_output=True, text=True, check=True)
         res[w] = json.loads(p.stdout.strip().splitlines()[-1])
         print(f"{w:8s} {res[w]['seconds']:8.1f} s   peak RSS {res[w]['peak_rss_MiB']:8.0f} MiB", flush=True)

@@ -280,6 +280,9 @@ def test_loss_and_grad_tiles_equal_whole_image_autograd(loss, extra):
     gw = torch.autograd.grad(whole, list(P.values()))
     L, grads = nbxp.loss_and_grad(cfg, params(), target, loss=loss, tile_bytes=1 << 14)  # many small tiles
     assert L == pytest.approx(float(whole.detach()), rel=1e-12)
+    # summed in tile order whatever the threads: the same figures on one thread
+    L1, grads1 = nbxp.loss_and_grad(cfg, params(), target, loss=loss, tile_bytes=1 << 14, threads=1)
+    assert L1 == L and all(bool(torch.equal(grads1[k], grads[k])) for k in grads)
     for (k, g), ref in zip(grads.items(), gw):
         np.testing.assert_allclose(g.numpy(), ref.numpy(), rtol=1e-10, atol=1e-14 * float(ref.abs().max()), err_msg=k)
 
