@@ -125,6 +125,12 @@ FD_CASES = [
     ("phi0", BASE + " -phisteps 3 -osc 1 -phi 5", "crystal.phi0", None, 1e-4, 0, False),
     ("phi0 at 0", BASE + " -phisteps 3 -osc 1", "crystal.phi0", None, 0, 1e-4, False),
     ("osc", BASE + " -phisteps 3 -osc 1 -phi 5", "crystal.osc", None, 1e-4, 0, False),
+    ("phistep", BASE + " -phisteps 3 -phistep 0.4 -phi 5", "crystal.phistep", None, 1e-4, 0, False),
+    # CUSTOM convention: the near point is where the detector pivots (XDS/DIALS take ORGX/ORGY)
+    ("custom, sample pivot: Xclose", BASE + " -fdet_vector 0 0 1 -Xclose 3.1 -Yclose 3.5", "detector.Xclose",
+     None, 1e-4, 0, False),
+    ("custom, sample pivot: Yclose", BASE + " -fdet_vector 0 0 1 -Xclose 3.1 -Yclose 3.5", "detector.Yclose",
+     None, 1e-4, 0, False),
     ("mosaic spread", BASE + " -mosaic 0.5 -mosaic_domains 4", "crystal.mosaic_spread", None, 1e-4, 0, True),
     ("Na continuous", BASE, "crystal.Na", 3.4, 1e-4, 0, False),
     ("Nc at an integer (general path)", BASE, "crystal.Nc", None, 1e-4, 0, False),
