@@ -396,26 +396,16 @@ def loss_and_grad(cfg: SimConfig, params: dict, target, loss: str = "mse", pixel
     if loss not in ("mse", "poisson"):
         raise ConfigError(f"loss_and_grad: loss must be 'mse' or 'poisson', not {loss!r}")
     ns = resolve_params_namespace(params, xp, None)
+    if "jax" in _namespace_name(ns):
+        return _loss_and_grad_jax(cfg, params, target, loss, pixels, xp=ns, dtype=dtype, tile_bytes=tile_bytes)
     if "torch" not in _namespace_name(ns):
-        raise ConfigError("loss_and_grad: tile-by-tile back-propagation needs torch (xp=torch); "
-                          "with JAX use jax.grad of a loss of nbxp.simulate(params=...)")
+        raise ConfigError("loss_and_grad: tile-by-tile back-propagation needs torch or JAX (xp=torch, "
+                          "xp=jax.numpy)")
     import torch
     dt = resolve_dtype(ns, dtype)
     leaves = {k: torch.as_tensor(v, dtype=dt).detach().clone().requires_grad_(True) for k, v in params.items()}
     exp = build_differentiable(cfg, leaves, xp=ns, dtype=dt)
-    g = exp.geom
-    tgt = np.asarray(target.detach().cpu() if hasattr(target, "detach") else target, dtype=np.float64)
-    if tgt.shape != (g.spixels, g.fpixels):
-        raise ConfigError(f"loss_and_grad: target must have shape {(g.spixels, g.fpixels)}, not {tgt.shape}")
-    tgt = tgt.reshape(-1)
-    sel = np.flatnonzero(rendered_mask(exp).reshape(-1))
-    if pixels is not None:
-        pix = np.asarray(pixels)
-        if pix.dtype == bool:
-            if pix.shape != (g.spixels, g.fpixels):
-                raise ConfigError(f"loss_and_grad: a pixels mask must have shape {(g.spixels, g.fpixels)}")
-            pix = np.flatnonzero(pix.reshape(-1))
-        sel = np.intersect1d(sel, pix.astype(np.int64).reshape(-1))
+    tgt, sel = _loss_pixels(exp, target, pixels)
     n = max(int(sel.size), 1)
 
     # detached stand-ins for the assembled arrays: each tile's backward stops at them
@@ -493,3 +483,84 @@ def loss_and_grad(cfg: SimConfig, params: dict, target, loss: str = "mse", pixel
         grads = torch.autograd.grad([o for o, _ in pairs], [leaves[k] for k in keys],
                                     grad_outputs=[gr for _, gr in pairs], allow_unused=True)
     return total, {k: (torch.zeros_like(leaves[k]) if gr is None else gr) for k, gr in zip(keys, grads)}
+
+
+def _loss_pixels(exp, target, pixels):
+    """(flat host target, sorted flat indices of the loss pixels) for :func:`loss_and_grad`."""
+    from .engine import rendered_mask
+    g = exp.geom
+    tgt = np.asarray(target.detach().cpu() if hasattr(target, "detach") else target, dtype=np.float64)
+    if tgt.shape != (g.spixels, g.fpixels):
+        raise ConfigError(f"loss_and_grad: target must have shape {(g.spixels, g.fpixels)}, not {tgt.shape}")
+    sel = np.flatnonzero(rendered_mask(exp).reshape(-1))
+    if pixels is not None:
+        pix = np.asarray(pixels)
+        if pix.dtype == bool:
+            if pix.shape != (g.spixels, g.fpixels):
+                raise ConfigError(f"loss_and_grad: a pixels mask must have shape {(g.spixels, g.fpixels)}")
+            pix = np.flatnonzero(pix.reshape(-1))
+        sel = np.intersect1d(sel, pix.astype(np.int64).reshape(-1))
+    return tgt.reshape(-1), sel
+
+
+def _loss_and_grad_jax(cfg, params, target, loss, pixels, *, xp, dtype, tile_bytes):
+    """:func:`loss_and_grad` on JAX: the host phase from the parameters' concrete values, the
+    assembly under ``jax.vjp``, each tile's loss and its cotangents for the assembled arrays
+    by a jitted ``jax.value_and_grad``, the sum carried back through the assembly's vjp."""
+    import copy
+    import jax
+    from .api import resolve_dtype
+    from .engine import DEFAULT_TILE_BYTES, InterpolationState, tile_size, tile_values
+    from .experiment import build_experiment
+    dt = resolve_dtype(xp, dtype)
+    check_params(cfg, params)
+    keys = list(params)
+    vals = [xp.asarray(params[k], dtype=dt) for k in keys]
+    host = host_config(cfg, dict(zip(keys, vals)))
+    base = build_experiment(host, xp=xp, dtype=dt)
+    if base.interpolate:
+        raise ConfigError("loss_and_grad: tricubic interpolation decides its fallback from the values; on JAX "
+                          "give -nointerpolate (or use torch)")
+
+    def assembled(*v):
+        exp = copy.copy(base)
+        exp.F = copy.copy(base.F)
+        return assemble(exp, host, dict(zip(keys, v)), xp=xp, dtype=dt)
+
+    exp0 = assembled(*vals)
+    slots = [(o, a) for o, a in _graph_slots(exp0) if isinstance(getattr(o, a, None), jax.Array)]
+    slot_names = [(("geom" if o is exp0.geom else "F" if o is exp0.F else "exp"), a) for o, a in slots]
+    n_idx = [i for i, v in enumerate(exp0.N) if isinstance(v, jax.Array)]
+
+    def arrays_of(e):
+        own = {"geom": e.geom, "F": e.F, "exp": e}
+        return tuple(getattr(own[w], a) for w, a in slot_names) + tuple(e.N[i] for i in n_idx)
+
+    A, vjp = jax.vjp(lambda *v: arrays_of(assembled(*v)), *vals)
+    tgt, sel = _loss_pixels(exp0, target, pixels)
+    scale = 1.0 / max(int(sel.size), 1) if loss == "mse" else 1.0
+    state = InterpolationState(active=False)
+
+    def tile_loss(arrs, ids, t):
+        e = copy.copy(exp0)
+        e.geom = copy.copy(exp0.geom)
+        e.F = copy.copy(exp0.F)
+        own = {"geom": e.geom, "F": e.F, "exp": e}
+        for (w, a), v in zip(slot_names, arrs[:len(slot_names)]):
+            setattr(own[w], a, v)
+        N = list(e.N)
+        for i, v in zip(n_idx, arrs[len(slot_names):]):
+            N[i] = v
+        e.N = tuple(N)
+        return xp.sum(_loss_terms(tile_values(e, ids, state), t, loss, xp=xp)) * scale
+
+    step = jax.jit(jax.value_and_grad(tile_loss))
+    P = tile_size(exp0, DEFAULT_TILE_BYTES if tile_bytes is None else tile_bytes)
+    total, acc = 0.0, None
+    for t0 in range(0, sel.size, P):
+        ids = sel[t0:t0 + P]
+        value, g = step(A, xp.asarray(ids), xp.asarray(tgt[ids], dtype=dt))
+        total += float(value)
+        acc = g if acc is None else tuple(x + y for x, y in zip(acc, g))
+    grads = vjp(acc if acc is not None else tuple(xp.zeros_like(a) for a in A))
+    return total, dict(zip(keys, grads))

@@ -333,13 +333,34 @@ def test_params_refuse_the_forward_only_kernels():
         nbxp.loss_and_grad(cfg, P, np.zeros((16, 16)), loss="l1")
 
 
-@pytest.mark.slow
-def test_jax_grad_agrees_with_torch():
-    """jax.grad (x64) of the same weighted image sum agrees with torch's for distance, a cell
-    length and a misset angle."""
+def _jax():
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
-    jnp = pytest.importorskip("jax.numpy")
+    return jax, pytest.importorskip("jax.numpy")
+
+
+@pytest.mark.slow
+def test_jax_loss_and_grad_agrees_with_torch():
+    """loss_and_grad on JAX (x64: the assembly through jax.vjp, each tile's loss through a
+    jitted jax.value_and_grad) agrees with torch's for distance, a cell length and the misset
+    angles."""
+    _, jnp = _jax()
+    cfg = _cfg(BASE)
+    d0, m0, c0 = cfg.detector.distance, np.asarray(cfg.crystal.misset), np.asarray(cfg.crystal.cell)
+    target = nbxp.simulate(cfg, xp=np) * 1.3
+    vals = {"detector.distance": d0 * 1.002, "crystal.misset": m0 + 0.002, "crystal.cell": c0}
+    Lj, gj = nbxp.loss_and_grad(cfg, {k: jnp.asarray(v) for k, v in vals.items()}, target)
+    Lt, gt = nbxp.loss_and_grad(cfg, {k: torch.tensor(v, dtype=torch.float64) for k, v in vals.items()}, target)
+    assert Lj == pytest.approx(Lt, rel=1e-12)
+    for k in vals:
+        np.testing.assert_allclose(np.asarray(gj[k]), gt[k].numpy(), rtol=1e-8, atol=1e-12 * float(gt[k].abs().max()))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ALL_CASES, reason="eager jax.grad takes 15-30 s here: NBXP_GRADIENT_ALL_CASES=1 runs it")
+def test_eager_jax_grad_of_simulate_agrees_with_torch():
+    """jax.grad of sum(w * simulate(params=...)) (eager: the host phase takes cfg's values)."""
+    jax, jnp = _jax()
     cfg = _cfg(BASE)
     w = np.random.default_rng(0).random((16, 16))
     d0, m0, c0 = cfg.detector.distance, np.asarray(cfg.crystal.misset), np.asarray(cfg.crystal.cell)
@@ -368,3 +389,19 @@ def test_refinement_example_recovers_six_parameters():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.main(["--quick"]) == 0
+
+
+def test_assembly_phase_uses_only_the_array_api():
+    """Every parameter given as an array_api_strict array (which refuses anything outside
+    the standard, and has no autograd): the assembly phase runs and gives NumPy's image."""
+    xs = pytest.importorskip("array_api_strict")
+    cfg = _cfg(BASE + " -mosaic 0.3 -mosaic_domains 3 -phisteps 2 -osc 0.5 -Xbeam 3 -Ybeam 3 -twotheta 2 "
+                      "-detector_rotx 1")
+    keys = ["detector.distance", "crystal.cell", "crystal.misset", "detector.Xbeam", "detector.Ybeam",
+            "detector.twotheta", "detector.rotx", "beam.wavelength", "crystal.osc", "crystal.phi0", "crystal.Na",
+            "default_F", "beam.fluence", "crystal.mosaic_spread"]
+    P = {k: xs.asarray(np.asarray(_field(cfg, k), dtype=np.float64)) for k in keys}
+    img = nbxp.simulate(cfg, params=P)
+    assert type(img).__module__.startswith("array_api_strict")
+    ref = nbxp.simulate(cfg, xp=np)
+    assert np.abs(np.from_dlpack(img) - ref).max() <= 1e-12 * ref.max()
