@@ -111,7 +111,7 @@ def check_params(cfg: SimConfig, params: dict) -> None:
             if cfg.hkl is None or cfg.hkl.count == 0:
                 raise ConfigError("params: 'hkl.F' needs a structure-factor grid (cfg.hkl)")
             want = tuple(cfg.hkl.F.shape)
-        shape = tuple(getattr(v, "shape", ()))
+        shape = tuple(v.shape) if hasattr(v, "shape") else tuple(np.shape(v))
         if shape != want:
             raise ConfigError(f"params: {key!r} must have shape {want}, not {shape}")
     cr = cfg.crystal
