@@ -390,8 +390,7 @@ def loss_and_grad(cfg: SimConfig, params: dict, target, loss: str = "mse", pixel
     """
     from concurrent.futures import ThreadPoolExecutor
     from collections import deque
-    from .engine import default_threads
-    from .engine import DEFAULT_TILE_BYTES, InterpolationState, rendered_mask, tile_size, tile_values
+    from .engine import DEFAULT_TILE_BYTES, InterpolationState, default_threads, tile_size, tile_values
     from .api import resolve_dtype
     if loss not in ("mse", "poisson"):
         raise ConfigError(f"loss_and_grad: loss must be 'mse' or 'poisson', not {loss!r}")

@@ -191,7 +191,7 @@ def test_gradcheck_16x16_jacobian():
 
 def _all_params(cfg):
     """Every differentiable field this configuration uses, as float64 tensors of its own value."""
-    det, beam, cr = cfg.detector, cfg.beam, cfg.crystal
+    det, cr = cfg.detector, cfg.crystal
     keys = ["detector.distance", "detector.rotx", "detector.roty", "detector.rotz", "detector.twotheta",
             "beam.wavelength", "beam.fluence", "crystal.phi0", "default_F"]
     keys += [f"detector.{k}" for k in ("Xbeam", "Ybeam", "Xclose", "Yclose", "ORGX", "ORGY", "close_distance")
