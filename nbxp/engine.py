@@ -158,7 +158,7 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
     if exp.F.count == 0:
         F2 = exp.F.default_F * exp.F.default_F  # (float ** raises on overflow; * gives inf)
         term = F_latt * F_latt
-        if not isinstance(F2, float):  # a differentiable default_F: never skipped at 1
+        if not isinstance(F2, (int, float)):  # a differentiable default_F: never skipped at 1
             term = term * F2
         elif F2 != 1.0:
             term *= F2
