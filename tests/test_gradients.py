@@ -406,3 +406,23 @@ def test_assembly_phase_uses_only_the_array_api():
     assert type(img).__module__.startswith("array_api_strict")
     ref = nbxp.simulate(cfg, xp=np)
     assert np.abs(np.from_dlpack(img) - ref).max() <= 1e-12 * ref.max()
+
+
+def test_torch_engine_tiles_threads_and_float32():
+    """The engine on torch: tile size and threads change the image only by rounding (torch's
+    vectorised kernels round differently in a tile's SIMD tail, so not bit for bit as NumPy),
+    it equals NumPy's to rounding in float64, and float32 stays within single precision."""
+    from nbxp.engine import render
+    from nbxp.experiment import build_experiment
+    cfg = _cfg(BASE.replace("-detpixels 16", "-detpixels 48") + " -mosaic 0.3 -mosaic_domains 3 -oversample 2")
+    xt = nbxp.api.resolve_namespace(torch)
+    exp = build_experiment(cfg, xp=xt, dtype=torch.float64)
+    a, _ = render(exp, tile_bytes=1 << 16, threads=2)
+    b, _ = render(exp, threads=1)
+    assert float((a - b).abs().max()) <= 1e-13 * float(b.max())
+    assert torch.equal(b, render(exp, threads=1)[0])  # and one tiling is reproducible
+    ref = nbxp.simulate(cfg, xp=np)
+    assert np.abs(a.numpy() - ref).max() <= 1e-12 * ref.max()
+    img32 = nbxp.simulate(cfg, xp=torch, dtype="float32")
+    assert img32.dtype == torch.float32
+    assert np.abs(img32.numpy() - ref).max() <= 1e-4 * ref.max()
