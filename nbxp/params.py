@@ -224,6 +224,9 @@ def assemble(exp, cfg: SimConfig, P: dict, *, xp, dtype):
                 step = sampling.phistep
             phis = phi0 + step * xp.arange(sampling.phisteps, dtype=dtype)
         umats = exp.mosaic_umats
+        if umats is None and "crystal.mosaic_spread" in P:
+            # without a spread nanoBragg renders one unrotated domain: no draws to scale
+            raise ConfigError("params: 'crystal.mosaic_spread' needs a positive spread (-mosaic) and its domains")
         if umats is not None and "crystal.mosaic_spread" in P:
             axes_m, scales = xtal.mosaic_draws(sampling, cr.mosaic_seed)
             smooth = xtal.mosaic_matrices_smooth(P["crystal.mosaic_spread"], axes_m, scales, xp=xp, dtype=dtype)

@@ -316,7 +316,8 @@ def test_loss_and_grad_pixels_restricts_the_loss():
     ({"crystal.cell": [1e-8, 1e-8]}, "must have shape (6,)"),
     ({"crystal.amat": np.eye(3)}, "needs a crystal given by an A matrix"),
     ({"hkl.F": np.ones((2, 2, 2))}, "needs a structure-factor grid"),
-], ids=["unknown field", "shape", "amat without -mat", "grid without -hkl"])
+    ({"crystal.mosaic_spread": 0.0}, "needs a positive spread"),
+], ids=["unknown field", "shape", "amat without -mat", "grid without -hkl", "spread without domains"])
 def test_bad_params_are_refused(params, message):
     cfg = _cfg(BASE)
     P = {k: torch.tensor(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
