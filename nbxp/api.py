@@ -27,6 +27,11 @@ def resolve_namespace(xp=None):
     if name == "cupy":
         import array_api_compat.cupy as xcp
         return xcp
+    if name == "torch":
+        # torch's own namespace is not the array API (e.g. no permute_dims); the compat
+        # wrapper is, and it returns torch tensors that carry autograd graphs
+        import array_api_compat.torch as xt
+        return xt
     if hasattr(xp, "__array_namespace__"):  # an array was passed: use its namespace
         from array_api_compat import array_namespace
         return array_namespace(xp)
@@ -92,7 +97,7 @@ def _np_dtype(dtype):
 
 def simulate(config: SimConfig, *, xp=None, dtype=None, backend: str | None = None,
              threads: int | None = None, tile_bytes: int | None = None, experiment_out: list | None = None,
-             fast_math: bool | None = None):
+             fast_math: bool | None = None, params: dict | None = None):
     """The float image (photons per pixel) of ``config``, shape (spixels, fpixels); for a
     multi-panel detector (``config.detector.panels``) a list of per-panel images, image p of
     shape (spixels_p, fpixels_p) (:func:`nbxp.panels.slab` stacks them into the raw layout).
@@ -113,13 +118,29 @@ def simulate(config: SimConfig, *, xp=None, dtype=None, backend: str | None = No
     (default :data:`nbxp.engine.DEFAULT_TILE_BYTES`); neither changes the image.
     ``fast_math``: the CPU kernel built with FMA contraction (default: ``$NBXP_FAST_MATH``).
     ``experiment_out``: if a list is given, the resolved :class:`Experiment` is appended.
+
+    ``params``: differentiable parameters, ``{"detector.distance": t, ...}``: each key the
+    dotted path of a :class:`SimConfig` field, each value an array of the namespace (torch,
+    JAX) in the field's SI units and shape standing in for its value; the image then carries
+    the graph (see :mod:`nbxp.params` and docs/gradients.md).  They run on the array-API
+    engine (``xp``, default the parameters' namespace); the compiled kernels are
+    forward-only and refuse them (ConfigError).
     """
+    if params is not None:
+        from .params import simulate_params
+        return simulate_params(config, params, xp=xp, dtype=dtype, backend=backend, tile_bytes=tile_bytes,
+                               experiment_out=experiment_out)
     module, renderer = backend_choice(xp, backend, dtype)
     ns = resolve_namespace(module)
     dt = resolve_dtype(ns, dtype)
     exp = build_experiment(config, xp=ns, dtype=dt)
     kw = {} if tile_bytes is None else {"tile_bytes": int(tile_bytes)}
-    img, _ = render(exp, threads=threads, backend=renderer, fast_math=fast_math, **kw)
+    if renderer is None and "jax" in getattr(ns, "__name__", ""):
+        # JAX arrays are immutable: the tiles are joined and placed without item assignment
+        from .params import render_pure
+        img = render_pure(exp, **kw)
+    else:
+        img, _ = render(exp, threads=threads, backend=renderer, fast_math=fast_math, **kw)
     if experiment_out is not None:
         experiment_out.append(exp)
     return img

@@ -359,7 +359,8 @@ def rotation_sampling(cfg: CrystalConfig, notes: list) -> RotationSampling:
     return RotationSampling(cfg.phi0, phistep, phisteps, osc, spread, domains)
 
 
-def orientations(real_m, spindle, sampling: RotationSampling, seed: int, *, xp, dtype, extra=None, umats=None):
+def orientations(real_m, spindle, sampling: RotationSampling, seed: int, *, xp, dtype, extra=None, umats=None,
+                 phis=None):
     """Cell vectors (m) for every (phi step, mosaic domain), shape (phisteps*domains, 3, 3).
 
     Rows are a, b, c; the flattened order is phi-major then domain, nanoBragg's loop order.
@@ -367,16 +368,17 @@ def orientations(real_m, spindle, sampling: RotationSampling, seed: int, *, xp, 
     rotation is applied after it.  ``extra``: a (3, 3) lab-frame rotation applied after the
     phi rotation and before the mosaic one (a still shot's orientation, :mod:`nbxp.series`);
     ``umats``: the mosaic matrices of :func:`mosaic_matrices` when already drawn (a series
-    draws them once).
+    draws them once; an array of the namespace in the differentiable set-up); ``phis``: the
+    phi angles (rad, array (P,)) when they are differentiable stand-ins for ``sampling.phis``.
     """
-    phis = xp.asarray(sampling.phis, dtype=dtype)  # (P,)
-    v = xp.asarray(real_m, dtype=dtype)  # (3, 3)
+    phis = xp.asarray(sampling.phis, dtype=dtype) if phis is None else phis  # (P,)
+    v = _namespace_array(real_m, xp, dtype)  # (3, 3)
     rotated = rotate_axis(v[None, :, :], spindle, phis[:, None], xp=xp)  # (P, 3, 3)
     if extra is not None:
         # rows are vectors: v' = R v  ->  rows @ R^T
         rotated = xp.matmul(rotated, xp.permute_dims(xp.asarray(extra, dtype=dtype), (1, 0))[None, :, :])
     if sampling.mosaic_spread > 0.0:
-        U = xp.asarray(mosaic_matrices(sampling, seed) if umats is None else umats, dtype=dtype)
+        U = _namespace_array(mosaic_matrices(sampling, seed) if umats is None else umats, xp, dtype)
         # a_m = U_m a_p  ->  rows: (P,1,3,3) @ (1,M,3,3)^T
         rotated = xp.matmul(rotated[:, None, :, :], xp.permute_dims(U, (0, 2, 1))[None, :, :, :])
         rotated = xp.reshape(rotated, (-1, 3, 3))
@@ -385,7 +387,101 @@ def orientations(real_m, spindle, sampling: RotationSampling, seed: int, *, xp, 
     return rotated
 
 
+def _namespace_array(a, xp, dtype):
+    """``a`` itself when it already is an array of the namespace in ``dtype`` (a value that
+    may carry a derivative: asarray would copy it, and on older torch drop its graph), else
+    ``xp.asarray(a, dtype=dtype)``."""
+    if not isinstance(a, np.ndarray) and getattr(a, "dtype", None) == dtype:
+        return a
+    return xp.asarray(a, dtype=dtype)
+
+
 def mosaic_matrices(sampling: RotationSampling, seed: int) -> np.ndarray:
     """The mosaic-domain rotations (host float64, (domains, 3, 3)) nanoBragg draws from
     ``-mosaic_seed`` ``seed`` for ``sampling``'s spread."""
     return rng.mosaic_domains(sampling.mosaic_spread, sampling.mosaic_domains, -seed)
+
+
+# -- the assembly phase of a differentiable set-up (nbxp.params) -----------------------------
+# Pure namespace operations on stand-ins for the crystal's parameters; every decision (cell
+# defaults, clamps, the misset's presence, the mosaic draws) was taken on the host by the
+# functions above, from plain-float copies of the same values.
+
+def standard_setting_pure(cell, *, xp):
+    """:func:`standard_setting`'s reciprocal vectors (3, 3) (1/A), volume (A^3) and edges
+    for a cell whose entries (A, rad; defaults already applied) are 0-d arrays: the same
+    formulas (the cell is known valid, so its clamps are inactive)."""
+    a, b, c, al, be, ga = cell
+    sin, cos = xp.sin, xp.cos
+    aavg = (al + be + ga) / 2
+    skew = xp.abs(sin(aavg) * sin(aavg - al) * sin(aavg - be) * sin(aavg - ga))
+    V = 2.0 * a * b * c * xp.sqrt(skew)
+    Vs = 1.0 / V
+    ast, bst, cst = b * c * sin(al) * Vs, c * a * sin(be) * Vs, a * b * sin(ga) * Vs
+    sin_gs = c * Vs / ast / bst
+    cos_as = (cos(be) * cos(ga) - cos(al)) / (sin(be) * sin(ga))
+    cos_bs = (cos(ga) * cos(al) - cos(be)) / (sin(ga) * sin(al))
+    cos_gs = (cos(al) * cos(be) - cos(ga)) / (sin(al) * sin(be))
+    zero = xp.zeros_like(a)
+    recip = xp.stack([
+        xp.stack([ast, zero, zero]),
+        xp.stack([bst * cos_gs, bst * sin_gs, zero]),
+        xp.stack([cst * cos_bs, cst * (cos_as - cos_bs * cos_gs) / sin_gs, cst * V / (a * b * c * sin_gs)]),
+    ])
+    return recip, V, (a, b, c)
+
+
+def cell_vectors_pure(recip, misset, lengths=None, V_user=None, *, xp) -> CellVectors:
+    """:func:`cell_vectors` after its host part: ``recip`` (3, 3) (1/A, array) rotated by
+    ``misset`` (three angles, rad, floats or 0-d arrays; None: no misset), turned into the
+    real cell and back; with ``lengths``/``V_user`` (A, A^3) the user's cell edges are
+    imposed.  ``volume`` is then an array."""
+    r = recip
+    if misset is not None:
+        r = rotate_xyz(r, *misset, xp=xp)
+    ast, bst, cst = r[0, :], r[1, :], r[2, :]
+    axb, bxc, cxa = cross(ast, bst, xp=xp), cross(bst, cst, xp=xp), cross(cst, ast, xp=xp)
+    V_star = dot(ast, bxc, xp=xp)
+    if lengths is not None:
+        a_len, b_len, c_len = lengths
+        rescale = lambda v, m: v * (m / norm(v, xp=xp))  # noqa: E731
+        bxc, cxa, axb = rescale(bxc, a_len / V_user), rescale(cxa, b_len / V_user), rescale(axb, c_len / V_user)
+        V_star = 1.0 / V_user
+    V_cell = 1.0 / V_star
+    a, b, c = bxc * V_cell, cxa * V_cell, axb * V_cell
+    real = xp.stack([a, b, c])
+    rec = xp.stack([cross(b, c, xp=xp), cross(c, a, xp=xp), cross(a, b, xp=xp)]) * V_star
+    return CellVectors(real=real, reciprocal=rec, volume=V_cell)
+
+
+def mosaic_draws(sampling: RotationSampling, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The random part of :func:`mosaic_matrices`, frozen: per domain the unit rotation axis
+    (host (domains, 3)) and the factor (1 - r^2)^(1/3) (host (domains,)) that scales the
+    spread into the domain's rotation angle, from the same ``ran1`` stream in the same order
+    (three deviates per domain, :func:`nbxp.rng.mosaic_rotation_umat`)."""
+    gen = rng.Ran1(-seed)
+    axes, scales = [], []
+    for _ in range(sampling.mosaic_domains):
+        r1, r2, r3 = 2.0 * gen() - 1.0, 2.0 * gen() - 1.0, 2.0 * gen() - 1.0
+        xyrad = math.sqrt(1.0 - r2 * r2)
+        axes.append((xyrad * math.sin(math.pi * r1), xyrad * math.cos(math.pi * r1), r2))
+        scales.append(rng._powf(rng._f32(1.0 - r3 * r3), rng._ONE_THIRD_F32))
+    return np.asarray(axes, dtype=np.float64).reshape(-1, 3), np.asarray(scales, dtype=np.float64)
+
+
+def mosaic_matrices_smooth(spread, axes: np.ndarray, scales: np.ndarray, *, xp, dtype):
+    """Rodrigues rotations (domains, 3, 3) by ``spread * scales`` about ``axes`` (a 0-d
+    array ``spread``, rad): the smooth formula whose value nanoBragg rounds to single
+    precision; domain 0 is the identity, as in :func:`nbxp.rng.mosaic_domains`."""
+    v = xp.asarray(axes, dtype=dtype)
+    rot = spread * xp.asarray(scales, dtype=dtype)
+    c, s = xp.cos(rot), xp.sin(rot)
+    t = 1.0 - c
+    v1, v2, v3 = v[:, 0], v[:, 1], v[:, 2]
+    U = xp.stack([
+        xp.stack([c + t * v1 * v1, t * v1 * v2 - s * v3, t * v1 * v3 + s * v2], axis=-1),
+        xp.stack([t * v1 * v2 + s * v3, c + t * v2 * v2, t * v2 * v3 - s * v1], axis=-1),
+        xp.stack([t * v1 * v3 - s * v2, t * v2 * v3 + s * v1, c + t * v3 * v3], axis=-1),
+    ], axis=-2)
+    first = xp.reshape(xp.arange(U.shape[0]) == 0, (-1, 1, 1))
+    return xp.where(first, xp.eye(3, dtype=dtype)[None, :, :], U)

@@ -188,7 +188,9 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
     if exp.F.count == 0:
         F2 = exp.F.default_F * exp.F.default_F  # (float ** raises on overflow; * gives inf)
         term = F_latt * F_latt
-        if F2 != 1.0:
+        if not isinstance(F2, (int, float)):  # a differentiable default_F: never skipped at 1
+            term = term * F2
+        elif F2 != 1.0:
             term *= F2
     else:
         hkl0 = xp.ceil(hkl - 0.5)
@@ -196,7 +198,8 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
         if state.active:
             F_cell = _with_interpolation(exp, hkl, hkl0, F_cell, evaluated, idx, state)
         term = F_cell * F_latt
-        term *= term
+        # squared in place, except under autograd (the product's inputs are saved for it)
+        term = term * term if exp.differentiable else _square_in_place(term)
     if rendered is not None:
         term = xp.where(rendered, term, xp.zeros_like(term))
 
@@ -228,6 +231,11 @@ def tile_values(exp: Experiment, idx, state: InterpolationState):
     if not exp.oversample_polar and polar is not None:
         value = value * _first_rendered(polar, valid, xp=xp)
     return value
+
+
+def _square_in_place(a):
+    a *= a
+    return a
 
 
 def _dot3(a, b):

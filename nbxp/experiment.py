@@ -78,6 +78,9 @@ class Experiment:
     panel_specs: object = None  # tuple[PanelSpec] or None
     panel_sensors: object = None  # list[PanelSensor] or None
     panel_masks: object = None  # list of host bool (spixels_p, fpixels_p) (True: simulate) or None entries
+    #: set by the differentiable set-up (nbxp.params): arrays may carry autograd graphs, so
+    #: the engine avoids in-place updates of values autograd saves
+    differentiable: bool = False
 
     @property
     def multi_panel(self) -> bool:

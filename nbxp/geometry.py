@@ -110,9 +110,16 @@ class BeamCentre:
     detsize_s: float
 
 
-def beam_centre(det: DetectorConfig) -> BeamCentre:
-    """nanoBragg's beam-centre defaults and mapping for ``det.convention``."""
+def beam_centre(det: DetectorConfig, values: dict | None = None) -> BeamCentre:
+    """nanoBragg's beam-centre defaults and mapping for ``det.convention``.
+
+    ``values``: differentiable stand-ins (0-d arrays, m or pixels as the fields) for some of
+    ``Xbeam``/``Ybeam``/``Xclose``/``Yclose``/``ORGX``/``ORGY``; which default applies is
+    decided from ``det``'s host values, the arithmetic runs on the stand-ins (then the
+    returned coordinates are arrays)."""
     px = det.pixel_size
+    given = {} if values is None else values
+    pick = lambda name, host: given.get(name, host)  # noqa: E731
     detsize_f = det.detsize_f if det.detsize_f is not None else px * det.fpixels
     detsize_s = det.detsize_s if det.detsize_s is not None else px * det.spixels
     conv = det.convention
@@ -120,53 +127,83 @@ def beam_centre(det: DetectorConfig) -> BeamCentre:
     val = lambda v: nan if v is None else float(v)  # noqa: E731
     Xbeam, Ybeam = val(det.Xbeam), val(det.Ybeam)
     Xclose, Yclose = val(det.Xclose), val(det.Yclose)
-    Fclose = (det.ORGX - 0.5) * px if det.ORGX is not None else detsize_f / 2.0
-    Sclose = (det.ORGY - 0.5) * px if det.ORGY is not None else detsize_s / 2.0
-    if math.isnan(Xclose):
-        Xclose = Fclose
-    if math.isnan(Yclose):
-        Yclose = Sclose
+    Fclose = (pick("ORGX", det.ORGX) - 0.5) * px if det.ORGX is not None else detsize_f / 2.0
+    Sclose = (pick("ORGY", det.ORGY) - 0.5) * px if det.ORGY is not None else detsize_s / 2.0
+    Xclose = Fclose if math.isnan(Xclose) else pick("Xclose", Xclose)
+    Yclose = Sclose if math.isnan(Yclose) else pick("Yclose", Yclose)
+    # the user's beam centre, when given, as its stand-in (the defaults below stay host)
+    Xbeam = Xbeam if math.isnan(Xbeam) else pick("Xbeam", Xbeam)
+    Ybeam = Ybeam if math.isnan(Ybeam) else pick("Ybeam", Ybeam)
+    isnan = lambda v: isinstance(v, float) and math.isnan(v)  # noqa: E731
     Fbeam, Sbeam = Fclose, Sclose
     pivot = det.pivot
     if conv == "ADXV":
-        Xbeam = (detsize_f + px) / 2.0 if math.isnan(Xbeam) else Xbeam
-        Ybeam = (detsize_s - px) / 2.0 if math.isnan(Ybeam) else Ybeam
+        Xbeam = (detsize_f + px) / 2.0 if isnan(Xbeam) else Xbeam
+        Ybeam = (detsize_s - px) / 2.0 if isnan(Ybeam) else Ybeam
         Fbeam, Sbeam, pivot = Xbeam, detsize_s - Ybeam, "BEAM"
     elif conv in ("MOSFLM", "DENZO"):
-        Xbeam = (detsize_s + px) / 2.0 if math.isnan(Xbeam) else Xbeam
-        Ybeam = (detsize_f + px) / 2.0 if math.isnan(Ybeam) else Ybeam
+        Xbeam = (detsize_s + px) / 2.0 if isnan(Xbeam) else Xbeam
+        Ybeam = (detsize_f + px) / 2.0 if isnan(Ybeam) else Ybeam
         half = 0.5 * px if conv == "MOSFLM" else 0.0
         Fbeam, Sbeam, pivot = Ybeam + half, Xbeam + half, "BEAM"
     elif conv in ("XDS", "DIALS"):
-        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
-        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
+        Xbeam = Xclose if isnan(Xbeam) else Xbeam
+        Ybeam = Yclose if isnan(Ybeam) else Ybeam
         Fbeam, Sbeam, pivot = Xbeam, Ybeam, "SAMPLE"
     else:  # CUSTOM
-        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
-        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
+        Xbeam = Xclose if isnan(Xbeam) else Xbeam
+        Ybeam = Yclose if isnan(Ybeam) else Ybeam
         Fbeam, Sbeam = Xbeam, Ybeam
         Fclose, Sclose = Xbeam, Ybeam
     return BeamCentre(Xbeam, Ybeam, Xclose, Yclose, Fbeam, Sbeam, Fclose, Sclose, pivot, detsize_f, detsize_s)
 
 
-def beam_ratio(det: DetectorConfig, beam, odet, *, xp) -> tuple[float, float]:
+def beam_ratio(det: DetectorConfig, beam, odet, *, xp, values: dict | None = None) -> tuple[float, float]:
     """How much longer the beam path to the detector is than its normal distance
     (beam . rotated odet, never exactly 0), and the normal distance (m): the user's
-    ``-close_distance``, else |ratio * distance|."""
+    ``-close_distance``, else |ratio * distance|.
+
+    ``values``: differentiable stand-ins for ``rotx``/``roty``/``rotz``/``distance``/
+    ``close_distance``; the two results are then arrays (the zero test stays on the host)."""
     ratio = float(dot(beam, rotate_xyz(odet, det.rotx, det.roty, det.rotz, xp=xp), xp=xp))
     if ratio == 0.0:
         ratio = np.finfo(float).tiny
+    elif values is not None:
+        v = lambda name: values.get(name, getattr(det, name))  # noqa: E731
+        ratio = dot(beam, rotate_xyz(odet, v("rotx"), v("roty"), v("rotz"), xp=xp), xp=xp)
     close_distance = det.close_distance
+    if values is not None and close_distance is not None:
+        close_distance = values.get("close_distance", close_distance)
     if close_distance is None:
-        close_distance = abs(ratio * det.distance)
+        distance = det.distance if values is None else values.get("distance", det.distance)
+        close_distance = abs(ratio * distance)
     return ratio, close_distance
 
 
-def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -> DetectorGeometry:
-    """Place the detector as nanoBragg does (convention, beam centre, pivot, rotations)."""
+@dataclass
+class DetectorFrame:
+    """The placed detector as arrays of the namespace (m), for the assembly phase of a
+    differentiable set-up: what the engine reads from :class:`DetectorGeometry`."""
+
+    pix0: object
+    fdet: object
+    sdet: object
+    odet: object
+    beam: object
+    close_distance: object
+    distance: object
+
+
+def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list, values: dict | None = None):
+    """Place the detector as nanoBragg does (convention, beam centre, pivot, rotations).
+
+    ``values`` (the assembly phase of :mod:`nbxp.params`): differentiable stand-ins, keyed by
+    :class:`DetectorConfig` field name, for fields of ``det`` (whose host values made every
+    decision); the result is then a :class:`DetectorFrame` computed by namespace operations
+    only, without the host copies of the final frame."""
     px = det.pixel_size
     conv = det.convention
-    bc = beam_centre(det)
+    bc = beam_centre(det, values)
     Xbeam, Ybeam, Xclose, Yclose = bc.Xbeam, bc.Ybeam, bc.Xclose, bc.Yclose
     Fbeam, Sbeam, Fclose, Sclose, pivot = bc.Fbeam, bc.Sbeam, bc.Fclose, bc.Sclose, bc.pivot
     detsize_f, detsize_s = bc.detsize_f, bc.detsize_s
@@ -184,8 +221,10 @@ def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -
     A = lambda v: xp.asarray(np.asarray(v, dtype=float), dtype=dtype)  # noqa: E731
     beam_x, fdet_x, sdet_x, odet_x, tt_x = A(beam), A(fdet), A(sdet), A(odet), A(tt_axis)
     rx, ry, rz, tt = det.rotx, det.roty, det.rotz, det.twotheta
+    if values is not None:
+        rx, ry, rz, tt = (values.get(k, getattr(det, k)) for k in ("rotx", "roty", "rotz", "twotheta"))
 
-    ratio, close_distance = beam_ratio(det, beam_x, odet_x, xp=xp)
+    ratio, close_distance = beam_ratio(det, beam_x, odet_x, xp=xp, values=values)
 
     pix0 = None
     if pivot == "SAMPLE":
@@ -197,6 +236,9 @@ def build_detector(det: DetectorConfig, axes: dict, *, xp, dtype, notes: list) -
     if pivot == "BEAM":
         distance = close_distance / ratio
         pix0 = -Fbeam * fdet_x - Sbeam * sdet_x + distance * beam_x
+    if values is not None:
+        close_distance = dot(pix0, odet_x, xp=xp)
+        return DetectorFrame(pix0, fdet_x, sdet_x, odet_x, beam_x, close_distance, close_distance / ratio)
 
     # near point and direct-beam spot in the final frame
     Fclose = -float(dot(pix0, fdet_x, xp=xp))

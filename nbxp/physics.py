@@ -19,10 +19,12 @@ _ROUND_NORM = 0.723601254558268
 
 def sincg(x, N: float, *, xp):
     """Grating function sin(N x)/sin(x), the lattice transform of N unit cells along one
-    axis, with its limit N at x = 0 (nanoBragg's ``sincg``)."""
+    axis, with its limit N at x = 0 (nanoBragg's ``sincg``).  ``N`` may be a 0-d array (a
+    differentiable crystal size): the limit is then N times ones, which carries dN."""
     s = xp.sin(x)
     safe = xp.where(x == 0, xp.ones_like(s), s)
-    return xp.where(x == 0, xp.full_like(s, N), xp.sin(N * x) / safe)
+    limit = xp.full_like(s, N) if isinstance(N, (int, float)) else N * xp.ones_like(s)
+    return xp.where(x == 0, limit, xp.sin(N * x) / safe)
 
 
 def sinc3(x, *, xp):
@@ -110,13 +112,17 @@ def lattice_factor(hkl, N: tuple[float, float, float], shape: str, fudge: float,
     TOPHAT, with ``recip`` the (3, 3) reciprocal cell in 1/A, rows a*, b*, c*).
     """
     Na, Nb, Nc = N
+    # a 0-d array among N: a differentiable (continuous) crystal size, on the general path
+    smooth = [not isinstance(n, (int, float)) for n in N]
     if shape == SHAPE_SQUARE:
-        if all(float(n) == math.floor(n) for n in N):
+        if not any(smooth) and all(float(n) == math.floor(n) for n in N):
             # axes with N = 1 give exactly 1 here, as nanoBragg's skipping them does
             return sincg_product(hkl, tuple(float(max(n, 1.0)) for n in N), xp=xp)
         F = None
         for i, n in enumerate(N):
-            if n > 1:
+            # nanoBragg skips axes of one cell; a stand-in is never skipped (sin(Nx)/sin(x) is
+            # 1 at N = 1, and its derivative there is what a refinement needs)
+            if smooth[i] or n > 1:
                 f = sincg(math.pi * hkl[i, ...], n, xp=xp)
                 F = f if F is None else F * f
         return xp.ones_like(hkl[0, ...]) if F is None else F
@@ -131,7 +137,8 @@ def lattice_factor(hkl, N: tuple[float, float, float], shape: str, fudge: float,
     rad_star_sqr = xp.reshape(xp.sum(dstar * dstar, axis=0), rest) * (Na * Na * Nb * Nb * Nc * Nc)
     if shape == SHAPE_GAUSS:
         return NNN * xp.exp(-(rad_star_sqr / 0.63 * fudge))
-    return xp.where(rad_star_sqr * fudge < 0.3969, xp.full_like(rad_star_sqr, NNN), xp.zeros_like(rad_star_sqr))
+    inside = xp.full_like(rad_star_sqr, NNN) if not any(smooth) else NNN * xp.ones_like(rad_star_sqr)
+    return xp.where(rad_star_sqr * fudge < 0.3969, inside, xp.zeros_like(rad_star_sqr))
 
 
 def polarization_frame(incident, axis, *, xp):
@@ -182,10 +189,14 @@ class StructureFactors:
         self.grid, self.shape, self.mins = grid, shape, mins
         self.count, self.default_F, self.xp = count, default_F, xp
         self._padded = None
+        #: build the padded grid by pure operations (set by the differentiable set-up)
+        self.pure = False
 
     def _padded_grid(self):
         """The grid with a one-cell border of default_F on every face (flattened): nearest
         lookups clip indices into the border instead of testing and selecting."""
+        if self._padded is None and self.pure:
+            self._padded = self._padded_pure()
         if self._padded is None:
             xp = self.xp
             Hr, Kr, Lr = self.shape
@@ -193,6 +204,18 @@ class StructureFactors:
             pad[1:-1, 1:-1, 1:-1] = xp.reshape(self.grid, (Hr, Kr, Lr))
             self._padded = xp.reshape(pad, (-1,))
         return self._padded
+
+    def _padded_pure(self):
+        """The padded grid by concatenation only (no item assignment, which JAX lacks and
+        which autograd records poorly): differentiable in the grid and in default_F."""
+        xp = self.xp
+        g = xp.reshape(self.grid, self.shape)
+        for ax in (2, 1, 0):
+            shp = list(g.shape)
+            shp[ax] = 1
+            face = xp.ones(tuple(shp), dtype=g.dtype) * self.default_F
+            g = xp.concat([face, g, face], axis=ax)
+        return xp.reshape(g, (-1,))
 
     def _mins_col(self, like):
         return self.xp.reshape(self.xp.asarray(self.mins, dtype=like.dtype), (3,) + (1,) * (like.ndim - 1))
@@ -216,6 +239,8 @@ class StructureFactors:
         ``default_F`` outside the grid."""
         xp = self.xp
         if self.count == 0:
+            if not isinstance(self.default_F, (int, float)):
+                return xp.ones_like(hkl0[0, ...]) * self.default_F
             return xp.full_like(hkl0[0, ...], self.default_F)
         Hr, Kr, Lr = self.shape
         mins = self._mins_col(hkl0)

@@ -133,3 +133,20 @@ def build_sources(beam: BeamConfig, beam_vector: np.ndarray, polar_vector: np.nd
     incident = xp.asarray(-unit, dtype=dtype)
     lambdas = xp.asarray(table[:, 4], dtype=dtype)
     return incident, lambdas, table, sampling
+
+
+def wavelength_factors(beam: BeamConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Host arrays (scale, offset), one entry per source in :func:`build_sources`' order,
+    with wavelength_s = beam.wavelength * scale_s + offset_s: the dispersion's factors
+    (1 + step i - dispersion/2, offset 0) for generated sources; for a source list, 1 and 0
+    where a row takes the beam's wavelength, 0 and its own wavelength elsewhere.  The
+    differentiable set-up (nbxp.params) rebuilds the wavelengths from a stand-in this way,
+    with the same floating-point operations as the host."""
+    if beam.sources is not None:
+        lam = np.asarray(beam.sources, dtype=float)[:, 4]
+        miss = np.isnan(lam)
+        return np.where(miss, 1.0, 0.0), np.where(miss, 0.0, lam)
+    s = divergence_sampling(beam)
+    n_angles = len(divergence_angles(s, beam.round_div))
+    scale = [1.0 + s.dispstep * i - s.dispersion / 2.0 for i in range(s.dispsteps)] * n_angles
+    return np.asarray(scale, dtype=float), np.zeros(len(scale))

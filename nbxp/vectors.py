@@ -9,6 +9,7 @@ axes; ``rotate_axis`` is Rodrigues' formula about a unit axis.
 from __future__ import annotations
 
 import math
+import numbers
 
 
 def dot(a, b, *, xp):
@@ -34,18 +35,33 @@ def unitize(a, *, xp):
 
 
 def rotate_xyz(v, rotx: float, roty: float, rotz: float, *, xp):
-    """Rotate ``v`` about lab x by ``rotx``, then y by ``roty``, then z by ``rotz``."""
+    """Rotate ``v`` about lab x by ``rotx``, then y by ``roty``, then z by ``rotz``.
+
+    An angle may be a Python float (skipped when 0, as nanoBragg does) or a 0-d array of
+    ``xp`` (a differentiable parameter: always applied, so the derivative at 0 survives).
+    """
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
-    if rotx != 0:
-        c, s = math.cos(rotx), math.sin(rotx)
+    if _is_array(rotx) or rotx != 0:
+        c, s = _cos_sin(rotx, xp)
         y, z = y * c - z * s, y * s + z * c
-    if roty != 0:
-        c, s = math.cos(roty), math.sin(roty)
+    if _is_array(roty) or roty != 0:
+        c, s = _cos_sin(roty, xp)
         x, z = x * c + z * s, -x * s + z * c
-    if rotz != 0:
-        c, s = math.cos(rotz), math.sin(rotz)
+    if _is_array(rotz) or rotz != 0:
+        c, s = _cos_sin(rotz, xp)
         x, y = x * c - y * s, x * s + y * c
     return xp.stack([x, y, z], axis=-1)
+
+
+def _is_array(a) -> bool:
+    """True for an array (a parameter carrying a derivative), False for a host number."""
+    return not isinstance(a, numbers.Real)
+
+
+def _cos_sin(a, xp):
+    if _is_array(a):
+        return xp.cos(a), xp.sin(a)
+    return math.cos(a), math.sin(a)
 
 
 def rotate_axis(v, axis, phi, *, xp):
