@@ -592,6 +592,13 @@ def _workers(s, v, flag=None):
     n = _int(flag, v[0])
     if n < 1:
         raise UsageError(f"{flag}: expected a positive number of worker processes, got {v[0]!r}")
+    # a local cluster's workers share this machine's cores (workers x threads = cores): more
+    # processes than cores only compete for them, and an absurd count would fork without end
+    from .engine import default_threads
+    most = max(2, default_threads())
+    if n > most:
+        raise UsageError(f"{flag}: expected at most {most} local worker processes (this machine's cores), got "
+                         f"{v[0]!r}; use --scheduler to run on a larger cluster")
     s.workers = n
 
 

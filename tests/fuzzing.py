@@ -54,10 +54,12 @@ EXTREME = ["0", "-1", "-0", "99999999999", "-99999999999", "1e300", "-1e300", "1
 
 #: flags whose value is a file name or a word (any token, one starting with '-' too, is taken as it)
 FILE_FLAGS = {"-hkl", "-mat", "-img", "-mask", "-sourcefile", "-stol", "-floatfile", "-intfile", "-pgmfile",
-              "-noisefile", "-stolout", "-pdb", "-write_hkl", "-hkl_column", "-hkl_block", "--truth"}
+              "-noisefile", "-stolout", "-pdb", "-write_hkl", "-hkl_column", "-hkl_block", "--truth",
+              "--geometry", "--scheduler"}
 CHOICE_FLAGS = {"-pivot", "--dtype", "--backend", "-misset"}
-#: nbxp flags not worth fuzzing here: they select hardware (a GPU) or print a trace
-SKIP_FLAGS = {"--backend", "-trace_pixel", "-dump_pixel", "-printout_pixel", "-printout"}
+#: nbxp flags not worth fuzzing here: they select hardware (a GPU), print a trace, or connect to
+#: a Dask cluster (an unreachable address waits out Dask's connect timeout, tested apart)
+SKIP_FLAGS = {"--backend", "-trace_pixel", "-dump_pixel", "-printout_pixel", "-printout", "--scheduler"}
 
 
 @dataclass

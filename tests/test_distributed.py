@@ -343,6 +343,7 @@ def test_sweep_records_equal_serial_frames(dask_cluster):
 
 @pytest.mark.parametrize("extra,msg", [
     (["--workers", "0", "--frames", "2"], "--workers: expected a positive number"),
+    (["--workers", "99999999999", "--frames", "2"], "--workers: expected at most"),
     (["--workers", "2"], "--workers: needs --frames N or --stills N"),
     (["--resume"], "--resume: needs --frames N"),
     (["--frames", "2", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "--workers and --scheduler"),
