@@ -66,8 +66,16 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def throughput(frames: int, size: int, workers: int, repeats: int) -> dict:
-    base = ARGS + ["-detpixels", str(size), "--frames", str(frames)] + FILES
+def args(phisteps: int) -> list:
+    """The benchmark crystal with ``phisteps`` phi steps: 2x2 oversampling x 10 mosaic domains
+    x phisteps = 40 x phisteps sub-paths per pixel."""
+    a = list(ARGS)
+    a[a.index("-phisteps") + 1] = str(phisteps)
+    return a
+
+
+def throughput(frames: int, size: int, workers: int, repeats: int, phisteps: int = 5) -> dict:
+    base = args(phisteps) + ["-detpixels", str(size), "--frames", str(frames)] + FILES
     serial, dask, same = [], [], True
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
@@ -75,21 +83,21 @@ def throughput(frames: int, size: int, workers: int, repeats: int) -> dict:
             dask.append(command(base + ["--workers", str(workers), "--threads", "1"], b))
             same &= digests(Path(a)) == digests(Path(b)) and len(digests(Path(a))) == 2 * frames
     s, d = statistics.median(serial), statistics.median(dask)
-    return {"frames": frames, "size": size, "subpaths_per_pixel": 200, "workers": workers,
+    return {"frames": frames, "size": size, "subpaths_per_pixel": 40 * phisteps, "workers": workers,
             "serial_threads": workers, "serial_s": [round(x, 2) for x in serial],
             "dask_s": [round(x, 2) for x in dask], "serial_frames_per_s": round(frames / s, 3),
             "dask_frames_per_s": round(frames / d, 3), "throughput_ratio": round(s / d, 3),
             "files_identical": bool(same)}
 
 
-def steady_state(frames: int, size: int, workers: int) -> dict:
+def steady_state(frames: int, size: int, workers: int, phisteps: int = 5) -> dict:
     import logging
 
     from distributed import Client, LocalCluster
 
     import nbxp
     from nbxp import distributed as nd
-    cfg = nbxp.config_from_args(ARGS + ["-detpixels", str(size)])
+    cfg = nbxp.config_from_args(args(phisteps) + ["-detpixels", str(size)])
     t0 = time.perf_counter()
     cl = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=":0", silence_logs=logging.ERROR, env=nd._tree_env())
@@ -155,13 +163,15 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--overhead-tasks", type=int, default=200)
+    ap.add_argument("--phisteps", type=int, default=10,
+                    help="phi steps per frame: 40 x this sub-paths per pixel (default 10: 400)")
     ap.add_argument("--json", default=None, help="write the results here (e.g. docs/benchmark_dask.json)")
     a = ap.parse_args()
     OVERHEAD_TASKS = a.overhead_tasks
     res = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "cores": os.cpu_count(),
            "load_before": load()}
-    res["throughput"] = throughput(a.frames, a.size, a.workers, a.repeats)
-    res["steady_state"] = steady_state(a.frames, a.size, a.workers)
+    res["throughput"] = throughput(a.frames, a.size, a.workers, a.repeats, a.phisteps)
+    res["steady_state"] = steady_state(a.frames, a.size, a.workers, a.phisteps)
     res["load_after"] = load()
     text = json.dumps(res, indent=1)
     print(text)
