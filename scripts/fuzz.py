@@ -58,7 +58,8 @@ def main() -> int:
                 failing.append((how, case, found))
     n_runs = refused + accepted
     print(f"fuzz: {a.cases} cases, {n_runs} runs ({n_runs - a.cases} as subprocesses) in {time.time() - t0:.0f} s; "
-          f"{refused} refused, {accepted} accepted; slowest run {slowest[0]:.2f} s")
+          f"{refused} refused, {accepted} accepted; slowest run {slowest[0]:.2f} s"
+          + (f" ({slowest[1].describe()})" if slowest[1] is not None else ""))
     print("kinds: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     counts = {"traceback": 0, "internal error": 0, "over the time bound": 0, "folder changed by a failed run": 0,
               "invalid input accepted": 0, "not one 'nbxp": 0, "the message names none of": 0}
