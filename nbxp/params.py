@@ -293,14 +293,20 @@ def _cell_stand_in(host_cell, t):
 
 def render_pure(exp, *, tile_bytes=None):
     """The image (spixels, fpixels) of a differentiable experiment: the engine's tiles in
-    order, joined by concatenation and placed by a gather (no item assignment)."""
+    order, joined by concatenation and placed by a gather (no item assignment).  For a
+    multi-panel experiment the list of per-panel images, as :func:`nbxp.engine.render` gives
+    it (the panels in order, sharing the interpolation state)."""
     from .engine import DEFAULT_TILE_BYTES, InterpolationState, rendered_mask, tile_size, tile_values, tiles
     xp = exp.xp
     state = InterpolationState(active=exp.interpolate)
-    P = tile_size(exp, DEFAULT_TILE_BYTES if tile_bytes is None else tile_bytes)
-    vals = [tile_values(exp, xp.asarray(ids), state) for ids in tiles(exp, P)]
-    vals = xp.concat(vals) if vals else xp.zeros((0,), dtype=exp.dtype)
-    return place_pure(exp, vals, rendered_mask(exp))
+    images = []
+    for p in range(len(exp.panels)):
+        view = exp.panel_view(p)  # the experiment itself for nanoBragg's one panel
+        P = tile_size(view, DEFAULT_TILE_BYTES if tile_bytes is None else tile_bytes)
+        vals = [tile_values(view, xp.asarray(ids), state) for ids in tiles(view, P)]
+        vals = xp.concat(vals) if vals else xp.zeros((0,), dtype=exp.dtype)
+        images.append(place_pure(view, vals, rendered_mask(view)))
+    return images if exp.multi_panel else images[0]
 
 
 def place_pure(exp, vals, mask: np.ndarray):
