@@ -127,8 +127,8 @@ class PanelSensor:
 
 
 def sensor_layers(thickness: float, thickstep, thicksteps, mu, notes: list) -> PanelSensor:
-    """nanoBragg's sensor set-up (the same steps as build_experiment's for -detector_thick,
-    -detector_thickstep(s), -detector_abs): layers from the thickness, and mu defaulting to
+    """nanoBragg's sensor set-up for -detector_thick, -detector_thickstep(s), -detector_abs
+    (the run's detector and each panel's): layers from the thickness, and mu defaulting to
     1/thickness for a thick sensor given no attenuation."""
     thick, step, steps_t = auto_steps(thickness, thickstep, thicksteps, thick_style=True) \
         if thickness >= 0 else (0.0, 0.0, 1)
@@ -275,13 +275,9 @@ def build_experiment(cfg: SimConfig, *, xp, dtype) -> Experiment:
                               grid.F.shape, (grid.h_min, grid.k_min, grid.l_min), grid.count,
                               cfg.default_F, xp=xp)
 
-    # sensor layers
-    thick, step, steps_t = auto_steps(det.thickness, det.thickstep, det.thicksteps, thick_style=True) \
-        if det.thickness >= 0 else (0.0, 0.0, 1)
-    mu = -1.0 if det.mu is None else det.mu
-    if det.thickness > 0.0 and mu < 0.0:
-        mu = 1.0 / det.thickness
-        notes.append(f"WARNING: setting detector attenuation depth to {mu:g} m")
+    # sensor layers (the same rule gives each panel's, build_panels)
+    sensor = sensor_layers(det.thickness, det.thickstep, det.thicksteps, det.mu, notes)
+    thick, step, steps_t, mu = sensor.thickness, sensor.thickstep, sensor.thicksteps, sensor.mu
 
     sampling = xtal.rotation_sampling(cr, notes)
     # every count is known now: refuse a run that cannot fit before building its arrays
